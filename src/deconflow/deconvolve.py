@@ -1,0 +1,72 @@
+"""Apply a fitted model to real bulk samples (used by the Snakemake rule and the CLI)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import DeconflowError
+from .io import read_bulk, write_table
+from .models import FittedModel, load_model
+from .normalize import CPM_SCALE, looks_log_scaled
+
+log = logging.getLogger(__name__)
+
+
+def align_bulk(bulk: pd.DataFrame, model: FittedModel, min_overlap: int, source=None) -> tuple[np.ndarray, int]:
+    """Features matrix (samples x model features) for ``bulk`` (features x samples).
+
+    Only features shared with the model are used. For CPM models the bulk is re-normalised to
+    CPM over the shared genes (linear space; log-scaled input is refused), and missing genes are 0.
+    Beta-valued (methylation) input is used as is, missing regions imputed by the model's mean.
+    """
+    shared = bulk.index.intersection(pd.Index(model.feature_names))
+    n_shared = len(shared)
+    if n_shared < min_overlap:
+        raise DeconflowError(
+            source,
+            f"only {n_shared} of {len(model.feature_names)} model features (genes/regions) are in the bulk file; "
+            f"at least {min_overlap} are required",
+            "use the same gene identifiers as the reference (symbols vs Ensembl ids), or lower `min_feature_overlap`",
+        )
+    values = bulk.loc[shared].to_numpy(dtype=np.float64)
+    if model.normalization == "cpm":
+        if looks_log_scaled(values):
+            raise DeconflowError(
+                source,
+                "bulk values look log-scaled (negative, or max ≤ 50); mixtures are only linear in linear space",
+                "give raw counts, TPM or CPM (undo the log transform, e.g. 2**x - 1)",
+            )
+        totals = values.sum(axis=0)
+        if np.any(totals <= 0):
+            bad = bulk.columns[totals <= 0].tolist()
+            raise DeconflowError(source, f"samples {bad} have no counts on the shared genes", "drop these samples")
+        values = values / totals * CPM_SCALE
+        fill = 0.0
+    elif model.normalization == "beta":
+        if values.min() < 0 or values.max() > 1:
+            raise DeconflowError(source, "methylation betas outside [0, 1]", "give beta values (methylated / total reads)")
+        fill = None
+    else:
+        raise ValueError(f"unknown normalization {model.normalization!r}")
+    position = pd.Index(model.feature_names).get_indexer(shared)
+    out = np.zeros((bulk.shape[1], len(model.feature_names)), dtype=np.float64)
+    if fill is None:
+        out[:] = np.nan
+    out[:, position] = values.T
+    return out, n_shared
+
+
+def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000) -> pd.DataFrame:
+    """Model checkpoint + bulk file -> proportions CSV (samples x cell types)."""
+    model = load_model(model_path)
+    bulk = read_bulk(bulk_path)
+    features, n_shared = align_bulk(bulk, model, min_overlap, source=bulk_path)
+    log.info("%d of %d model features matched in %s (%d samples)", n_shared, len(model.feature_names), bulk_path, bulk.shape[1])
+    proportions = model.predict(features)
+    table = pd.DataFrame(proportions, index=pd.Index(bulk.columns, name="sample_id"), columns=model.cell_types)
+    write_table(table, Path(out_path))
+    return table

@@ -1,0 +1,127 @@
+"""Accuracy metrics for predicted vs true proportions.
+
+All metrics take two (samples x cell types) matrices. "Present" means a proportion ≥
+``presence_threshold`` (default 1 %), the level below which cfDNA assays call a tissue absent.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+PRESENCE_THRESHOLD = 0.01
+
+
+def pearson_r(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson r; NaN when either side is constant (r is undefined there)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    xc, yc = x - x.mean(), y - y.mean()
+    denom = np.sqrt((xc**2).sum() * (yc**2).sum())
+    return float((xc * yc).sum() / denom) if denom > 0 else float("nan")
+
+
+def lins_ccc(x: np.ndarray, y: np.ndarray) -> float:
+    """Lin's concordance correlation: 2 cov / (var_x + var_y + (mean_x - mean_y)^2), population moments."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    y = np.asarray(y, dtype=np.float64).ravel()
+    cov = ((x - x.mean()) * (y - y.mean())).mean()
+    denom = x.var() + y.var() + (x.mean() - y.mean()) ** 2
+    return float(2 * cov / denom) if denom > 0 else float("nan")
+
+
+def compute_metrics(true: np.ndarray, pred: np.ndarray, cell_types, presence_threshold: float = PRESENCE_THRESHOLD) -> dict:
+    true = np.asarray(true, dtype=np.float64)
+    pred = np.asarray(pred, dtype=np.float64)
+    if true.shape != pred.shape:
+        raise ValueError(f"shape mismatch: true {true.shape} vs predicted {pred.shape}")
+    err = pred - true
+    per_type_r = {str(t): pearson_r(true[:, k], pred[:, k]) for k, t in enumerate(cell_types)}
+    finite_r = [r for r in per_type_r.values() if np.isfinite(r)]
+    present_true = true >= presence_threshold
+    present_pred = pred >= presence_threshold
+    absent = ~present_true
+    spurious = absent & (pred > presence_threshold)
+    n_absent = int(absent.sum())
+    ratio = pred[present_true] / true[present_true]
+    return {
+        "n_samples": int(true.shape[0]),
+        "n_cell_types": int(true.shape[1]),
+        "mae": float(np.abs(err).mean()),
+        "rmse": float(np.sqrt((err**2).mean())),
+        "per_cell_type_r": per_type_r,
+        "mean_r": float(np.mean(finite_r)) if finite_r else float("nan"),
+        "ccc": lins_ccc(true, pred),
+        "presence_accuracy": float((present_true == present_pred).mean()),
+        "spurious_count": int(spurious.sum()),
+        "spurious_rate": float(spurious.sum() / n_absent) if n_absent else 0.0,
+        "spurious_mass_share": float(pred[spurious].sum() / pred.sum()) if pred.sum() > 0 else 0.0,
+        "mean_pred_true_ratio": float(ratio.mean()) if ratio.size else float("nan"),
+        "presence_threshold": presence_threshold,
+    }
+
+
+def long_table(true: np.ndarray, pred: np.ndarray, sample_ids, cell_types) -> pd.DataFrame:
+    """Long form: one row per (sample, cell type)."""
+    sample_ids = np.asarray(sample_ids).astype(str)
+    cell_types = np.asarray(cell_types).astype(str)
+    n, k = np.asarray(true).shape
+    return pd.DataFrame(
+        {
+            "sample_id": np.repeat(sample_ids, k),
+            "cell_type": np.tile(cell_types, n),
+            "true_proportion": np.asarray(true, dtype=np.float64).ravel(),
+            "predicted_proportion": np.asarray(pred, dtype=np.float64).ravel(),
+        }
+    )
+
+
+def wide_from_long(summary: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """Inverse of ``long_table``: (true, pred, sample ids, cell types) in first-seen order."""
+    samples = list(pd.unique(summary["sample_id"]))
+    types = list(pd.unique(summary["cell_type"]))
+    true = summary.pivot(index="sample_id", columns="cell_type", values="true_proportion").loc[samples, types]
+    pred = summary.pivot(index="sample_id", columns="cell_type", values="predicted_proportion").loc[samples, types]
+    return true.to_numpy(), pred.to_numpy(), samples, types
+
+
+COMPARISON_COLUMNS = [
+    "model",
+    "mean_r",
+    "ccc",
+    "mae",
+    "rmse",
+    "presence_accuracy",
+    "spurious_count",
+    "spurious_rate",
+    "spurious_mass_share",
+    "mean_pred_true_ratio",
+    "n_samples",
+]
+
+
+def comparison_table(metrics_by_model: dict[str, dict]) -> pd.DataFrame:
+    rows = [{"model": name, **{k: m[k] for k in COMPARISON_COLUMNS[1:]}} for name, m in metrics_by_model.items()]
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def detection_limit_table(true: np.ndarray, pred: np.ndarray, spike_levels, presence_threshold: float = PRESENCE_THRESHOLD, tolerance: float = 0.25) -> pd.DataFrame:
+    """For entries whose true fraction is within ±tolerance (relative) of each spike level:
+    the share detected (predicted ≥ threshold-free > 0 after presence calling, i.e. predicted > 0)
+    and the mean estimated fraction."""
+    true = np.asarray(true, dtype=np.float64)
+    pred = np.asarray(pred, dtype=np.float64)
+    rows = []
+    for level in spike_levels:
+        sel = np.abs(true - level) <= tolerance * level
+        n = int(sel.sum())
+        rows.append(
+            {
+                "spike_level": level,
+                "n_entries": n,
+                "fraction_detected": float((pred[sel] > 0).mean()) if n else float("nan"),
+                "fraction_above_threshold": float((pred[sel] >= presence_threshold).mean()) if n else float("nan"),
+                "mean_estimated": float(pred[sel].mean()) if n else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,362 @@
+"""Reading and writing every file the pipeline touches.
+
+Rules of this module:
+- outputs are written atomically (temporary file in the same folder, then ``os.replace``),
+  so a failed or interrupted job never leaves a half-written file that looks finished;
+- inputs are only read, never modified;
+- mixture files (HDF5) carry their provenance as attributes, and readers refuse files made
+  under another normalisation with a message naming the rule to rerun.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from . import __version__
+from .errors import DeconflowError, StaleDataError
+
+#: Bump when the layout of mixture files changes; readers refuse other versions.
+MIXTURE_FORMAT_VERSION = 1
+
+#: Which rule makes mixture files of each modality (named in "rerun" messages).
+PRODUCER_RULE = {"cpm": "make_pseudobulk", "beta": "simulate_methylation"}
+
+
+# --------------------------------------------------------------------------- atomic output
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
+
+    On any exception the temporary file is removed and ``path`` is left untouched, so no
+    partial output survives a failure.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def write_table(df: pd.DataFrame, path: str | Path, index: bool = True, float_format: str = "%.8g") -> None:
+    """Write a CSV/TSV (by extension) atomically with a fixed float format (byte-stable)."""
+    sep = "\t" if str(path).endswith((".tsv", ".tsv.gz")) else ","
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, sep=sep, index=index, float_format=float_format, lineterminator="\n")
+
+
+def write_json(obj: dict, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def file_checksum(path: str | Path, algorithm: str = "sha256") -> str:
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return f"{algorithm}:{h.hexdigest()}"
+
+
+# --------------------------------------------------------------------------- checks
+def _check_unique(names: pd.Index | np.ndarray, what: str, path, fix: str) -> None:
+    names = pd.Index(names)
+    if names.has_duplicates:
+        dups = names[names.duplicated()].unique()[:5].tolist()
+        raise DeconflowError(path, f"duplicate {what}: {dups}", fix)
+
+
+def _check_finite(values: np.ndarray, path, what: str) -> None:
+    if not np.all(np.isfinite(values)):
+        n_bad = int((~np.isfinite(values)).sum())
+        raise DeconflowError(
+            path,
+            f"{n_bad} NaN/inf values in {what}",
+            "remove or impute the missing values before running deconflow",
+        )
+
+
+# --------------------------------------------------------------------------- reference
+@dataclass
+class Reference:
+    """A single-cell reference: raw counts (cells x genes, CSR int) and labels."""
+
+    counts: sp.csr_matrix
+    cell_ids: np.ndarray
+    genes: np.ndarray
+    labels: np.ndarray
+    donors: np.ndarray | None = None
+    path: str | None = None
+
+    @property
+    def cell_types(self) -> list[str]:
+        return sorted(pd.unique(self.labels).tolist())
+
+
+def read_reference(
+    path: str | Path,
+    label_key: str = "cell_type",
+    counts_layer: str | None = None,
+    donor_key: str | None = None,
+) -> Reference:
+    """Read an h5ad reference and validate that it holds raw integer counts."""
+    import anndata as ad
+
+    path = Path(path)
+    if not path.exists():
+        raise DeconflowError(path, "reference file does not exist", "check `reference` in the config")
+    try:
+        adata = ad.read_h5ad(path)
+    except Exception as exc:  # h5py/anndata raise many types for corrupt files
+        raise DeconflowError(
+            path,
+            f"cannot be read as h5ad ({type(exc).__name__}: {exc})",
+            "the file is truncated or corrupt; re-export or re-download it",
+        ) from None
+    if label_key not in adata.obs.columns:
+        raise DeconflowError(
+            path,
+            f"label column {label_key!r} not found in .obs (columns: {list(adata.obs.columns)})",
+            "set `label_key` in the dataset config to the column holding cell-type labels",
+        )
+    if counts_layer:
+        if counts_layer not in adata.layers:
+            raise DeconflowError(
+                path,
+                f"counts layer {counts_layer!r} not found (layers: {list(adata.layers.keys())})",
+                "set `counts_layer` to the layer with raw counts, or null to use .X",
+            )
+        matrix = adata.layers[counts_layer]
+    else:
+        matrix = adata.X
+    counts = sp.csr_matrix(matrix)
+    data = counts.data
+    _check_finite(data, path, "the counts matrix")
+    if data.size and data.min() < 0:
+        raise DeconflowError(
+            path,
+            "negative values in the counts matrix",
+            "give raw UMI/read counts (set `counts_layer` if .X holds normalised data)",
+        )
+    if data.size and not np.all(np.equal(np.mod(data, 1), 0)):
+        raise DeconflowError(
+            path,
+            "non-integer values in the counts matrix; deconflow needs raw counts to build CPM pseudobulk",
+            "set `counts_layer` to the layer with raw counts (e.g. 'counts')",
+        )
+    _check_unique(adata.var_names, "gene names", path, "make gene names unique (e.g. adata.var_names_make_unique())")
+    _check_unique(adata.obs_names, "cell ids", path, "make cell ids unique (e.g. adata.obs_names_make_unique())")
+    labels = adata.obs[label_key]
+    if labels.isna().any():
+        raise DeconflowError(path, f"{int(labels.isna().sum())} cells have no label in {label_key!r}", "drop unlabelled cells")
+    donors = None
+    if donor_key:
+        if donor_key not in adata.obs.columns:
+            raise DeconflowError(
+                path,
+                f"donor column {donor_key!r} not found in .obs (columns: {list(adata.obs.columns)})",
+                "set `donor_key` to the donor column, or null to split cells within donors",
+            )
+        donors = adata.obs[donor_key].astype(str).to_numpy()
+    counts = counts.astype(np.float32)
+    counts.sort_indices()
+    return Reference(
+        counts=counts,
+        cell_ids=adata.obs_names.to_numpy().astype(str),
+        genes=adata.var_names.to_numpy().astype(str),
+        labels=labels.astype(str).to_numpy(),
+        donors=donors,
+        path=str(path),
+    )
+
+
+def write_reference_h5ad(
+    counts: sp.csr_matrix, cell_ids, genes, labels, path: str | Path, label_key: str = "cell_type"
+) -> None:
+    import anndata as ad
+
+    adata = ad.AnnData(
+        X=sp.csr_matrix(counts, dtype=np.int32),
+        obs=pd.DataFrame({label_key: pd.Categorical(np.asarray(labels, dtype=str))}, index=pd.Index(cell_ids, dtype=str)),
+        var=pd.DataFrame(index=pd.Index(genes, dtype=str)),
+    )
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp)
+
+
+# --------------------------------------------------------------------------- bulk
+def read_bulk(path: str | Path) -> pd.DataFrame:
+    """Read a bulk matrix (features x samples) from TSV/CSV (optionally .gz) or h5ad.
+
+    For h5ad, samples are observations (rows) as in AnnData, and the result is transposed
+    to features x samples.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DeconflowError(path, "bulk file does not exist", "check `bulk` in the dataset config")
+    if path.stat().st_size == 0:
+        raise DeconflowError(path, "bulk file is empty", "give a features x samples table with a header row")
+    name = path.name.lower()
+    if name.endswith(".h5ad"):
+        import anndata as ad
+
+        try:
+            adata = ad.read_h5ad(path)
+        except Exception as exc:
+            raise DeconflowError(path, f"cannot be read as h5ad ({type(exc).__name__})", "re-export the file") from None
+        X = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)
+        df = pd.DataFrame(X.T, index=adata.var_names.astype(str), columns=adata.obs_names.astype(str))
+    else:
+        sep = "," if name.endswith((".csv", ".csv.gz")) else "\t"
+        try:
+            df = pd.read_csv(path, sep=sep, index_col=0)
+        except pd.errors.EmptyDataError:
+            raise DeconflowError(path, "bulk file is empty", "give a features x samples table with a header row") from None
+        except Exception as exc:
+            raise DeconflowError(path, f"cannot be parsed ({type(exc).__name__}: {exc})", "give a TSV/CSV with features as rows") from None
+        if df.shape[0] == 0 or df.shape[1] == 0:
+            raise DeconflowError(path, "bulk file has no data rows or no sample columns", "give a features x samples table with a header row")
+        non_numeric = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+        if non_numeric:
+            raise DeconflowError(
+                path,
+                f"non-numeric sample columns {non_numeric[:5]}",
+                "keep only the feature id as the first column and numeric values in the others",
+            )
+    df.index = df.index.astype(str)
+    df.columns = df.columns.astype(str)
+    _check_unique(df.index, "feature (gene/region) ids", path, "sum or drop duplicated rows before deconvolution")
+    _check_unique(df.columns, "sample ids", path, "give every sample column a unique name")
+    values = df.to_numpy(dtype=np.float64)
+    _check_finite(values, path, "the bulk matrix")
+    return df.astype(np.float64)
+
+
+# --------------------------------------------------------------------------- mixtures (HDF5)
+@dataclass
+class MixtureSet:
+    """Mixtures with known proportions: the unit the models train and are evaluated on."""
+
+    features: np.ndarray  # samples x features, float32 (CPM for RNA, beta for methylation)
+    proportions: np.ndarray  # samples x cell types, rows sum to 1
+    feature_names: np.ndarray
+    cell_types: np.ndarray
+    sample_ids: np.ndarray
+    attrs: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # optional extra matrices (e.g. coverage)
+
+    @property
+    def normalization(self) -> str:
+        return str(self.attrs.get("normalization"))
+
+
+def write_mixtures(
+    path: str | Path,
+    features: np.ndarray,
+    proportions: np.ndarray,
+    feature_names,
+    cell_types,
+    sample_ids,
+    attrs: dict,
+    extra: dict | None = None,
+) -> None:
+    """Write a mixture file. ``attrs`` must at least say ``normalization``."""
+    import h5py
+
+    if "normalization" not in attrs:
+        raise ValueError("attrs must include 'normalization'")
+    all_attrs = {
+        "log_transformed": False,
+        "format_version": MIXTURE_FORMAT_VERSION,
+        "library_version": __version__,
+        **attrs,
+    }
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as h5:
+            h5.create_dataset("features", data=np.asarray(features, dtype=np.float32), compression="gzip", compression_opts=1)
+            h5.create_dataset("proportions", data=np.asarray(proportions, dtype=np.float64))
+            str_dt = h5py.string_dtype()
+            h5.create_dataset("feature_names", data=np.asarray(feature_names, dtype=object), dtype=str_dt)
+            h5.create_dataset("cell_types", data=np.asarray(cell_types, dtype=object), dtype=str_dt)
+            h5.create_dataset("sample_ids", data=np.asarray(sample_ids, dtype=object), dtype=str_dt)
+            for key, value in (extra or {}).items():
+                h5.create_dataset(f"extra/{key}", data=np.asarray(value), compression="gzip", compression_opts=1)
+            for key, value in all_attrs.items():
+                h5.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+
+
+def _decode(value):
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, str) and value[:1] in "{[":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def read_mixtures(path: str | Path, expect_normalization: str | None = "cpm") -> MixtureSet:
+    """Read a mixture file, refusing data written under another normalisation/format."""
+    import h5py
+
+    path = Path(path)
+    rule = PRODUCER_RULE.get(expect_normalization or "", "the rule that made it")
+    rerun = f"delete it and rerun `snakemake --forcerun {rule}` so it is regenerated"
+    try:
+        h5 = h5py.File(path, "r")
+    except FileNotFoundError:
+        raise DeconflowError(path, "mixture file does not exist", f"run `snakemake --forcerun {rule}`") from None
+    except Exception as exc:
+        raise DeconflowError(path, f"cannot be read as HDF5 ({type(exc).__name__}); truncated or corrupt", rerun) from None
+    with h5:
+        attrs = {k: _decode(v) for k, v in h5.attrs.items()}
+        if attrs.get("format_version") != MIXTURE_FORMAT_VERSION:
+            raise StaleDataError(
+                path, f"format_version is {attrs.get('format_version')!r}, this deconflow reads {MIXTURE_FORMAT_VERSION}", rerun
+            )
+        if attrs.get("log_transformed") is not False and attrs.get("log_transformed") != 0:
+            raise StaleDataError(
+                path,
+                "mixtures are log-transformed; the signature equation S·p ≈ bulk only holds in linear space",
+                rerun,
+            )
+        if expect_normalization is not None and attrs.get("normalization") != expect_normalization:
+            raise StaleDataError(
+                path,
+                f"normalization is {attrs.get('normalization')!r}, expected {expect_normalization!r}",
+                rerun,
+            )
+        try:
+            extra = {k: h5["extra"][k][()] for k in h5["extra"]} if "extra" in h5 else {}
+            mix = MixtureSet(
+                features=h5["features"][()],
+                proportions=h5["proportions"][()],
+                feature_names=h5["feature_names"].asstr()[()],
+                cell_types=h5["cell_types"].asstr()[()],
+                sample_ids=h5["sample_ids"].asstr()[()],
+                attrs=attrs,
+                extra=extra,
+            )
+        except (KeyError, OSError) as exc:
+            raise DeconflowError(path, f"incomplete mixture file ({exc})", rerun) from None
+    return mix

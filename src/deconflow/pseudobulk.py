@@ -1,0 +1,128 @@
+"""CPM pseudobulk mixtures with known proportions, built without a per-sample loop.
+
+For N mixtures of C cells each, every sampled cell is one non-zero of a sparse selection matrix
+W (N x n_cells); ``W @ counts`` sums the raw counts of all mixtures in one sparse product, and
+CPM is taken afterwards. Summing raw counts and then normalising is what a real bulk library is;
+the result stays in linear space (no log), so CPM(mixture) = Σ_k p_k · CPM(type_k) holds up to
+sampling noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from .normalize import cpm
+
+
+@dataclass(frozen=True)
+class MixtureSettings:
+    n_mixtures: int = 1000
+    cells_per_mixture: int = 500
+    sparse_fraction: float = 0.5  # share of mixtures where only a random subset of types is present
+    dirichlet_alpha: float = 1.0
+    min_present: int = 1  # sparse mixtures: number of present types drawn uniformly in [min, max]
+    max_present: int | None = None  # None: all types - 1
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def sample_proportions(n: int, n_types: int, rng: np.random.Generator, settings: MixtureSettings) -> np.ndarray:
+    """Target proportions: the first ``n - n_sparse`` rows dense Dirichlet, the rest sparse."""
+    n_sparse = int(round(n * settings.sparse_fraction))
+    alpha = np.full(n_types, settings.dirichlet_alpha)
+    props = rng.dirichlet(alpha, size=n)
+    if n_sparse:
+        hi = settings.max_present or max(n_types - 1, 1)
+        hi = min(hi, n_types)
+        lo = min(max(settings.min_present, 1), hi)
+        k_present = rng.integers(lo, hi + 1, size=n_sparse)
+        # rank random keys per row: the k smallest keys are the present types (vectorised choice)
+        keys = rng.random((n_sparse, n_types))
+        ranks = keys.argsort(axis=1).argsort(axis=1)
+        mask = ranks < k_present[:, None]
+        sparse = props[n - n_sparse :] * mask
+        props[n - n_sparse :] = sparse / sparse.sum(axis=1, keepdims=True)
+    return props
+
+
+def cells_per_type(proportions: np.ndarray, cells_per_mixture: int) -> np.ndarray:
+    """Integer cell numbers per (mixture, type) summing to ``cells_per_mixture`` (largest remainder)."""
+    exact = proportions * cells_per_mixture
+    counts = np.floor(exact).astype(np.int64)
+    remainder = cells_per_mixture - counts.sum(axis=1)
+    frac = exact - counts
+    order = np.argsort(-frac, axis=1, kind="stable")
+    rank = order.argsort(axis=1, kind="stable")
+    counts += (rank < remainder[:, None]).astype(np.int64)
+    return counts
+
+
+def selection_matrix(
+    n_cells_per_type: np.ndarray, pools: list[np.ndarray], n_cells_total: int, rng: np.random.Generator
+) -> sp.csr_matrix:
+    """Sparse W (mixtures x cells): W[i, c] = times cell c was drawn for mixture i.
+
+    Cells are drawn with replacement from each type's pool, so small pools (rare types in the
+    test split) still make exact proportions.
+    """
+    n_mix = n_cells_per_type.shape[0]
+    rows, cols = [], []
+    for k, pool in enumerate(pools):
+        need = n_cells_per_type[:, k]
+        total = int(need.sum())
+        if total == 0:
+            continue
+        if len(pool) == 0:
+            raise ValueError(f"type {k} is requested but its pool has no cells")
+        rows.append(np.repeat(np.arange(n_mix), need))
+        cols.append(pool[rng.integers(0, len(pool), size=total)])
+    rows = np.concatenate(rows)
+    cols = np.concatenate(cols)
+    data = np.ones(len(rows), dtype=np.float32)
+    return sp.csr_matrix((data, (rows, cols)), shape=(n_mix, n_cells_total))  # duplicates are summed
+
+
+def make_pseudobulk(
+    counts: sp.csr_matrix,
+    labels: np.ndarray,
+    cell_types: list[str],
+    settings: MixtureSettings,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return (CPM float32 mixtures x genes, true proportions float64 mixtures x types).
+
+    The true proportions are the realised cell fractions (cells of each type / cells per
+    mixture), i.e. exactly what was sampled.
+    """
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels).astype(str)
+    pools = [np.flatnonzero(labels == t) for t in cell_types]
+    empty = [t for t, p in zip(cell_types, pools) if len(p) == 0]
+    if empty:
+        raise ValueError(f"no cells of types {empty} in this pool")
+    target = sample_proportions(settings.n_mixtures, len(cell_types), rng, settings)
+    n_per_type = cells_per_type(target, settings.cells_per_mixture)
+    W = selection_matrix(n_per_type, pools, counts.shape[0], rng)
+    summed = W @ sp.csr_matrix(counts)
+    mixtures = np.asarray(cpm(summed).todense(), dtype=np.float32)
+    proportions = n_per_type / settings.cells_per_mixture
+    return mixtures, proportions
+
+
+def naive_pseudobulk(counts, labels, cell_types, settings: MixtureSettings, seed: int):
+    """Per-sample loop version, kept only as the benchmark's point of comparison."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels).astype(str)
+    pools = [np.flatnonzero(labels == t) for t in cell_types]
+    target = sample_proportions(settings.n_mixtures, len(cell_types), rng, settings)
+    n_per_type = cells_per_type(target, settings.cells_per_mixture)
+    out = np.zeros((settings.n_mixtures, counts.shape[1]), dtype=np.float64)
+    for i in range(settings.n_mixtures):
+        chosen = np.concatenate([rng.choice(p, size=n, replace=True) for p, n in zip(pools, n_per_type[i]) if n])
+        summed = np.asarray(counts[chosen].sum(axis=0)).ravel()
+        out[i] = summed / summed.sum() * 1e6
+    return out.astype(np.float32), n_per_type / settings.cells_per_mixture
