@@ -360,3 +360,17 @@ def read_mixtures(path: str | Path, expect_normalization: str | None = "cpm") ->
         except (KeyError, OSError) as exc:
             raise DeconflowError(path, f"incomplete mixture file ({exc})", rerun) from None
     return mix
+
+
+def read_signature(path: str | Path) -> pd.DataFrame:
+    """Signature TSV (features x cell types, linear scale) as written by build_signature."""
+    path = Path(path)
+    if not path.exists():
+        raise DeconflowError(path, "signature file does not exist", "run `snakemake --forcerun build_signature`")
+    signature = pd.read_csv(path, sep="\t", index_col=0)
+    signature.index = signature.index.astype(str)
+    values = signature.to_numpy(dtype=np.float64)
+    _check_finite(values, path, "the signature")
+    if values.size == 0 or values.min() < 0:
+        raise DeconflowError(path, "signature is empty or has negative entries", "rerun `snakemake --forcerun build_signature`")
+    return signature

@@ -126,3 +126,46 @@ def naive_pseudobulk(counts, labels, cell_types, settings: MixtureSettings, seed
         summed = np.asarray(counts[chosen].sum(axis=0)).ravel()
         out[i] = summed / summed.sum() * 1e6
     return out.astype(np.float32), n_per_type / settings.cells_per_mixture
+
+
+def pseudobulk_for_split(reference, splits: np.ndarray, split: str, settings: MixtureSettings, seed: int, out_path) -> dict:
+    """Make and write the mixtures of one split from its own cells; returns a summary for the log.
+
+    Every reference cell type must have cells in this split (otherwise its proportion could not
+    be realised): the error names the type and the fix.
+    """
+    from . import __version__
+    from .errors import DeconflowError
+    from .io import file_checksum, write_mixtures
+
+    cell_types = reference.cell_types
+    members = splits == split
+    labels = reference.labels[members]
+    missing = [t for t in cell_types if not np.any(labels == t)]
+    if missing:
+        raise DeconflowError(
+            reference.path,
+            f"cell types {missing} have no cells in the {split} split",
+            "give these types more cells (or donors), merge them, or drop them from the reference",
+        )
+    features, proportions = make_pseudobulk(reference.counts[members], labels, cell_types, settings, seed)
+    write_mixtures(
+        out_path,
+        features,
+        proportions,
+        reference.genes,
+        cell_types,
+        [f"{split}_{i:05d}" for i in range(len(features))],
+        attrs={
+            "normalization": "cpm",
+            "log_transformed": False,
+            "split": split,
+            "source_file": str(reference.path),
+            "source_checksum": file_checksum(reference.path),
+            "generator_settings": settings.as_dict(),
+            "seed": int(seed),
+            "n_pool_cells": int(members.sum()),
+            "library_version": __version__,
+        },
+    )
+    return {"split": split, "n_mixtures": len(features), "n_genes": features.shape[1], "pool_cells": int(members.sum())}

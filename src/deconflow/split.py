@@ -78,3 +78,17 @@ def split_cells(
         for split, part in zip(SPLITS, np.split(idx, bounds)):
             out[part] = split
     return out.astype(str)
+
+
+def read_split(path, reference_cell_ids) -> np.ndarray:
+    """Split name per reference cell, in reference order (from split_reference's cells.tsv)."""
+    table = pd.read_csv(path, sep="\t", dtype={"cell_id": str})
+    mapping = pd.Series(table["split"].to_numpy(), index=table["cell_id"].to_numpy())
+    missing = pd.Index(reference_cell_ids).difference(mapping.index)
+    if len(missing):
+        raise DeconflowError(
+            path,
+            f"{len(missing)} reference cells have no split (e.g. {list(missing[:3])})",
+            "the reference changed after splitting; rerun `snakemake --forcerun split_reference`",
+        )
+    return mapping.loc[list(reference_cell_ids)].to_numpy().astype(str)

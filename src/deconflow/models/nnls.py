@@ -13,20 +13,37 @@ from scipy.optimize import nnls
 from .base import FittedModel
 
 
-def nnls_proportions(signature: np.ndarray, features: np.ndarray) -> np.ndarray:
+def nnls_proportions(signature: np.ndarray, features: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
     """Solve min ||S p - x||, p ≥ 0 per sample, then normalise rows to sum 1.
 
-    Samples whose solution is all zero get uniform proportions (nothing better is known).
+    NaN features (methylation regions without reads, or missing from a bulk file) are dropped
+    for that sample only: the fit uses the rows that were observed. ``columns`` (samples x types,
+    bool) restricts each sample's fit to those types (the others are exactly 0); the sparse
+    model's presence-gated refit uses it. Samples whose solution is all zero (or that have no
+    observed feature) get uniform proportions over their allowed types (nothing better is known).
     """
     signature = np.asarray(signature, dtype=np.float64)
     features = np.atleast_2d(np.asarray(features, dtype=np.float64))
-    out = np.empty((features.shape[0], signature.shape[1]))
+    n_types = signature.shape[1]
+    allowed = np.ones((features.shape[0], n_types), dtype=bool) if columns is None else np.array(columns, dtype=bool)
+    out = np.zeros((features.shape[0], n_types))
     for i, x in enumerate(features):
-        coef, _ = nnls(signature, x, maxiter=50 * signature.shape[1])
-        out[i] = coef
+        rows = ~np.isnan(x)
+        cols = allowed[i]
+        if not cols.any():
+            cols = np.ones(n_types, dtype=bool)
+            allowed[i] = cols
+        if not rows.any():
+            continue
+        S = signature if cols.all() else signature[:, cols]
+        if rows.all():
+            coef, _ = nnls(S, x, maxiter=50 * n_types)
+        else:
+            coef, _ = nnls(S[rows], x[rows], maxiter=50 * n_types)
+        out[i, cols] = coef
     totals = out.sum(axis=1, keepdims=True)
     zero = totals[:, 0] <= 0
-    out[zero] = 1.0 / signature.shape[1]
+    out[zero] = allowed[zero] / allowed[zero].sum(axis=1, keepdims=True)
     totals[zero] = 1.0
     return out / totals
 

@@ -1,0 +1,27 @@
+# deconflow: cell-type / tissue deconvolution of bulk RNA-seq and cfDNA methylation.
+# This file is the table of contents; every stage lives in workflow/rules/<stage>.smk.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/reference.smk"
+include: "workflow/rules/pseudobulk.smk"
+include: "workflow/rules/signature.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/plots.smk"
+include: "workflow/rules/deconvolve.smk"
+
+
+rule all:
+    input:
+        all_outputs,
+    default_target: True

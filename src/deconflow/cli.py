@@ -1,0 +1,80 @@
+"""Command line: apply fitted models outside Snakemake, watch training, inspect checkpoints.
+
+    deconflow deconvolve --model results/pbmc/models/nnls/checkpoint_best.pt --bulk bulk.tsv --out p.csv
+    deconflow monitor results/pbmc/models/hpvade/training_log.csv [--watch]
+    deconflow info results/pbmc/models/hpvade/checkpoint_best.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import DeconflowError
+from .logs import script_logging
+
+
+def _deconvolve(args) -> None:
+    from .deconvolve import deconvolve_file
+
+    with script_logging(None):
+        table = deconvolve_file(args.model, args.bulk, args.out, args.min_overlap)
+    print(table.round(4).to_string())
+
+
+def _monitor(args) -> None:
+    from .monitor import monitor
+
+    monitor(args.history, n_last=args.last, watch=args.watch, interval=args.interval)
+
+
+def _info(args) -> None:
+    from .models import read_checkpoint
+
+    ckpt = read_checkpoint(args.checkpoint)
+    info = {
+        "model": ckpt["model"],
+        "normalization": ckpt.get("normalization"),
+        "n_features": len(ckpt.get("feature_names", [])),
+        "cell_types": ckpt.get("cell_types"),
+        "provenance": ckpt.get("provenance", {}),
+    }
+    print(json.dumps(info, indent=2, sort_keys=True, default=str))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deconflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("deconvolve", help="estimate proportions of a bulk file with a fitted model")
+    p.add_argument("--model", required=True, help="checkpoint_best.pt of any deconflow model")
+    p.add_argument("--bulk", required=True, help="features x samples TSV/CSV, or h5ad (samples x features)")
+    p.add_argument("--out", required=True, help="output CSV (samples x cell types)")
+    p.add_argument("--min-overlap", type=int, default=1000, help="minimum number of shared features (default 1000)")
+    p.set_defaults(func=_deconvolve)
+    p = sub.add_parser("monitor", help="print the latest epochs of a training_log.csv")
+    p.add_argument("history", help="results/{dataset}/models/{model}/training_log.csv")
+    p.add_argument("--last", type=int, default=10, help="number of epochs to show")
+    p.add_argument("--watch", action="store_true", help="refresh until interrupted")
+    p.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes with --watch")
+    p.set_defaults(func=_monitor)
+    p = sub.add_parser("info", help="print a checkpoint's provenance (config, versions, data checksums)")
+    p.add_argument("checkpoint")
+    p.set_defaults(func=_info)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except DeconflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

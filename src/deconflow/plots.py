@@ -1,0 +1,108 @@
+"""Figures: Miami plot (true above the axis, predicted mirrored below) and true-vs-predicted scatter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: plots are files, never windows
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .evaluation import pearson_r, wide_from_long  # noqa: E402
+from .io import atomic_path  # noqa: E402
+
+#: beyond this many cell types, the smallest are grouped as "other" so the legend stays readable
+MAX_LEGEND_TYPES = 20
+OTHER = "other"
+
+
+def cell_type_colours(cell_types) -> dict[str, tuple]:
+    """A fixed colour per cell type (sorted order), from qualitative palettes (up to 60 distinct)."""
+    palette = [*plt.get_cmap("tab20").colors, *plt.get_cmap("tab20b").colors, *plt.get_cmap("tab20c").colors]
+    names = sorted(set(map(str, cell_types)) - {OTHER})
+    colours = {name: palette[i % len(palette)] for i, name in enumerate(names)}
+    colours[OTHER] = (0.6, 0.6, 0.6, 1.0)
+    return colours
+
+
+def group_small_types(true: np.ndarray, pred: np.ndarray, cell_types: list[str], keep: int = MAX_LEGEND_TYPES - 1):
+    """Keep the ``keep`` types with the largest mean (true + predicted); sum the rest as "other"."""
+    if len(cell_types) <= MAX_LEGEND_TYPES:
+        return true, pred, list(cell_types)
+    score = true.mean(axis=0) + pred.mean(axis=0)
+    kept = np.sort(np.argsort(-score, kind="stable")[:keep])
+    rest = np.setdiff1d(np.arange(len(cell_types)), kept)
+    names = [cell_types[i] for i in kept] + [f"{OTHER}"]
+    true_g = np.column_stack([true[:, kept], true[:, rest].sum(axis=1)])
+    pred_g = np.column_stack([pred[:, kept], pred[:, rest].sum(axis=1)])
+    return true_g, pred_g, names
+
+
+def select_samples(n_total: int, n_samples: int) -> np.ndarray:
+    """Evenly spaced sample indices (covers dense and sparse mixtures; deterministic)."""
+    n_samples = min(n_samples, n_total)
+    return np.unique(np.linspace(0, n_total - 1, n_samples).round().astype(int))
+
+
+def _save(fig, path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+
+
+def miami_plot(summary: pd.DataFrame, path: str | Path, n_samples: int = 20, title: str = "") -> None:
+    true, pred, samples, cell_types = wide_from_long(summary)
+    colours = cell_type_colours(cell_types)
+    idx = select_samples(len(samples), n_samples)
+    true, pred, names = group_small_types(true[idx], pred[idx], cell_types)
+    x = np.arange(len(idx))
+    fig, ax = plt.subplots(figsize=(max(8, 0.45 * len(idx) + 4), 6))
+    bottom_true = np.zeros(len(idx))
+    bottom_pred = np.zeros(len(idx))
+    for k, name in enumerate(names):
+        ax.bar(x, true[:, k], bottom=bottom_true, color=colours[name], width=0.85, label=name, edgecolor="none")
+        ax.bar(x, -pred[:, k], bottom=-bottom_pred, color=colours[name], width=0.85, edgecolor="none")
+        bottom_true += true[:, k]
+        bottom_pred += pred[:, k]
+    ax.axhline(0, color="black", linewidth=1)
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_yticks([-1, -0.5, 0, 0.5, 1])
+    ax.set_yticklabels(["1.0", "0.5", "0", "0.5", "1.0"])
+    ax.set_ylabel("predicted proportion        true proportion")
+    ax.set_xticks(x)
+    ax.set_xticklabels([samples[i] for i in idx], rotation=90, fontsize=7)
+    ax.text(1.0, 1.0, "true", transform=ax.transAxes, ha="right", va="bottom", fontsize=9)
+    ax.text(1.0, 0.0, "predicted", transform=ax.transAxes, ha="right", va="top", fontsize=9)
+    ax.set_title(f"Miami plot {title}".strip())
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, title="cell type")
+    _save(fig, path)
+
+
+def scatter_plot(summary: pd.DataFrame, path: str | Path, title: str = "") -> None:
+    true, pred, _, cell_types = wide_from_long(summary)
+    colours = cell_type_colours(cell_types)
+    n = len(cell_types)
+    ncols = min(6, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.6 * nrows), squeeze=False)
+    for k, name in enumerate(cell_types):
+        ax = axes[k // ncols][k % ncols]
+        hi = max(true[:, k].max(), pred[:, k].max(), 1e-3) * 1.05
+        ax.plot([0, hi], [0, hi], color="grey", linewidth=0.8, linestyle="--")
+        ax.scatter(true[:, k], pred[:, k], s=6, color=colours[name], alpha=0.7)
+        r = pearson_r(true[:, k], pred[:, k])
+        ax.set_title(f"{name}\nr = {r:.3f}", fontsize=8)
+        ax.set_xlim(0, hi)
+        ax.set_ylim(0, hi)
+        ax.tick_params(labelsize=6)
+    for k in range(n, nrows * ncols):
+        axes[k // ncols][k % ncols].axis("off")
+    fig.supxlabel("true proportion")
+    fig.supylabel("predicted proportion")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)

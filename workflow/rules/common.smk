@@ -1,0 +1,146 @@
+# Helpers shared by all rules: config access, wildcard constraints, input functions.
+import re
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+from deconflow.models import MODULES
+
+LIBRARY = Path(workflow.basedir) / "src" / "deconflow"
+SPLITS = ["train", "val", "test"]
+NEVER_MATCHES = "(?!x)x"
+
+
+def _fail(problem, fix):
+    raise WorkflowError(f"config: {problem}. Fix: {fix}")
+
+
+unknown_models = [m for m in config["models"] if m not in MODULES]
+if unknown_models:
+    _fail(
+        f"unknown model(s) {unknown_models} in `models`",
+        f"use any of {sorted(MODULES)}",
+    )
+
+DATASETS = list(config["datasets"])
+MODELS = list(config["models"])
+
+
+def datasets_of(modality):
+    return [d for d, c in config["datasets"].items() if c.get("modality", "rna") == modality]
+
+
+def alternatives(names):
+    """Regex matching exactly one of `names` (or nothing, for an empty list)."""
+    return "|".join(re.escape(n) for n in names) if names else NEVER_MATCHES
+
+
+wildcard_constraints:
+    dataset=alternatives(DATASETS),
+    model=alternatives(MODELS),
+    split="|".join(SPLITS),
+
+
+def dataset_config(wildcards):
+    return config["datasets"][wildcards.dataset]
+
+
+def library_files(*modules):
+    """Library sources a rule imports: declared as inputs so that editing them reruns the rule."""
+    return [str(LIBRARY / f"{m}.py") for m in ("errors", "io", "logs") + modules]
+
+
+def model_library_files(wildcards):
+    return library_files("models/__init__", "models/base", f"models/{wildcards.model}")
+
+
+def reference_file(wildcards):
+    return dataset_config(wildcards)["reference"]
+
+
+def bulk_file(wildcards):
+    return dataset_config(wildcards)["bulk"]
+
+
+def mixture_file(split):
+    return f"results/{{dataset}}/pseudobulk/{split}.h5"
+
+
+def reader_settings(wildcards):
+    """How to read the dataset's reference (label key, counts layer, donor key)."""
+    ds = dataset_config(wildcards)
+    return {
+        "label_key": ds.get("label_key", "cell_type"),
+        "counts_layer": ds.get("counts_layer"),
+        "donor_key": ds.get("donor_key"),
+        "modality": ds.get("modality", "rna"),
+    }
+
+
+def checkpoint_file(wildcards):
+    return f"results/{wildcards.dataset}/models/{wildcards.model}/checkpoint_best.pt"
+
+
+def all_outputs(wildcards):
+    outputs = []
+    for dataset, ds in config["datasets"].items():
+        outputs.append(f"results/{dataset}/evaluation/comparison.csv")
+        for model in MODELS:
+            outputs.append(f"results/{dataset}/plots/{model}/miami.png")
+            outputs.append(f"results/{dataset}/plots/{model}/scatter.png")
+            if ds.get("bulk"):
+                outputs.append(f"results/{dataset}/deconvolution/{model}/proportions.csv")
+    return outputs
+
+
+def split_seed(wildcards):
+    """Each split gets its own seed derived from the global one (reproducible, independent)."""
+    return int(config["seed"]) * 1000 + SPLITS.index(wildcards.split)
+
+
+def pseudobulk_settings(wildcards):
+    pb = config["pseudobulk"]
+    return {
+        "n_mixtures": int(pb[f"n_{wildcards.split}"]),
+        "cells_per_mixture": int(pb["cells_per_mixture"]),
+        "sparse_fraction": float(pb["sparse_fraction"]),
+        "dirichlet_alpha": float(pb["dirichlet_alpha"]),
+        "min_present": int(pb["min_present"]),
+        "max_present": pb["max_present"],
+    }
+
+
+BASELINE_MODELS = [m for m in MODELS if not MODULES[m][1]]
+LEARNED_MODELS = [m for m in MODELS if MODULES[m][1]]
+
+
+def model_settings(wildcards):
+    """Shared training settings plus the model's own sub-section (only these trigger a rerun)."""
+    train = config.get("train", {})
+    shared = {k: v for k, v in train.items() if not isinstance(v, dict)}
+    return {**shared, **train.get(wildcards.model, {})}
+
+
+def training_inputs(wildcards):
+    inputs = {
+        "train": f"results/{wildcards.dataset}/pseudobulk/train.h5",
+        "val": f"results/{wildcards.dataset}/pseudobulk/val.h5",
+        "signature": f"results/{wildcards.dataset}/signature/signature.tsv",
+        "code": library_files("training", "models/__init__", "models/base", f"models/{wildcards.model}"),
+    }
+    if dataset_config(wildcards).get("modality", "rna") == "rna":
+        inputs["reference"] = reference_file(wildcards)
+        inputs["split"] = f"results/{wildcards.dataset}/split/cells.tsv"
+    return inputs
+
+
+def modality(wildcards):
+    return dataset_config(wildcards).get("modality", "rna")
+
+
+def evaluation_library_files(wildcards):
+    return model_library_files(wildcards) + library_files("evaluation")
+
+
+def deconvolution_library_files(wildcards):
+    return model_library_files(wildcards) + library_files("deconvolve", "normalize")

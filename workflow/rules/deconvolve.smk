@@ -1,0 +1,16 @@
+# Deconvolution of the dataset's real bulk samples with each fitted model.
+
+
+rule deconvolve_bulk:
+    input:
+        model=checkpoint_file,
+        bulk=bulk_file,
+        code=deconvolution_library_files,
+    output:
+        proportions="results/{dataset}/deconvolution/{model}/proportions.csv",
+    params:
+        min_overlap=config["deconvolution"]["min_feature_overlap"],
+    log:
+        "logs/{dataset}/deconvolve_bulk/{model}.log",
+    script:
+        "../scripts/deconvolve_bulk.py"

@@ -1,0 +1,34 @@
+# Evaluation on held-out test mixtures, per model, then one side-by-side table.
+
+
+rule evaluate_model:
+    input:
+        model=checkpoint_file,
+        test=mixture_file("test"),
+        code=evaluation_library_files,
+    output:
+        summary="results/{dataset}/evaluation/{model}/summary_stats.csv",
+        metrics="results/{dataset}/evaluation/{model}/metrics.json",
+    params:
+        presence_threshold=config["evaluation"]["presence_threshold"],
+        modality=modality,
+    log:
+        "logs/{dataset}/evaluate_model/{model}.log",
+    benchmark:
+        "benchmarks/{dataset}/evaluate_model/{model}.tsv"
+    script:
+        "../scripts/evaluate_model.py"
+
+
+rule compare_models:
+    input:
+        metrics=expand("results/{{dataset}}/evaluation/{model}/metrics.json", model=MODELS),
+        code=library_files("evaluation"),
+    output:
+        comparison="results/{dataset}/evaluation/comparison.csv",
+    params:
+        models=MODELS,
+    log:
+        "logs/{dataset}/compare_models.log",
+    script:
+        "../scripts/compare_models.py"

@@ -1,0 +1,22 @@
+# CPM pseudobulk mixtures with known proportions, one file per split (never log-transformed).
+
+
+rule make_pseudobulk:
+    input:
+        reference=reference_file,
+        cells="results/{dataset}/split/cells.tsv",
+        code=library_files("normalize", "pseudobulk"),
+    output:
+        mixtures="results/{dataset}/pseudobulk/{split}.h5",
+    params:
+        reader=reader_settings,
+        settings=pseudobulk_settings,
+        seed=split_seed,
+    log:
+        "logs/{dataset}/make_pseudobulk/{split}.log",
+    benchmark:
+        "benchmarks/{dataset}/make_pseudobulk/{split}.tsv"
+    wildcard_constraints:
+        dataset=alternatives(datasets_of("rna")),
+    script:
+        "../scripts/make_pseudobulk.py"

@@ -1,0 +1,19 @@
+# Signature matrix S (genes x cell types): per-cell-type mean CPM of the train pool.
+
+
+rule build_signature:
+    input:
+        reference=reference_file,
+        cells="results/{dataset}/split/cells.tsv",
+        code=library_files("normalize", "signature"),
+    output:
+        signature="results/{dataset}/signature/signature.tsv",
+    params:
+        reader=reader_settings,
+        marker_genes_per_type=config["signature"]["marker_genes_per_type"],
+    log:
+        "logs/{dataset}/build_signature.log",
+    wildcard_constraints:
+        dataset=alternatives(datasets_of("rna")),
+    script:
+        "../scripts/build_signature.py"

@@ -1,0 +1,40 @@
+# Model fitting: baselines (NNLS) on CPU, learned models on a GPU when there is one.
+
+
+rule fit_baseline:
+    input:
+        train=mixture_file("train"),
+        signature="results/{dataset}/signature/signature.tsv",
+        code=model_library_files,
+    output:
+        best="results/{dataset}/models/{model}/checkpoint_best.pt",
+    log:
+        "logs/{dataset}/fit_baseline/{model}.log",
+    wildcard_constraints:
+        model=alternatives(BASELINE_MODELS),
+    script:
+        "../scripts/fit_baseline.py"
+
+
+rule train_model:
+    input:
+        unpack(training_inputs),
+    output:
+        best="results/{dataset}/models/{model}/checkpoint_best.pt",
+        last="results/{dataset}/models/{model}/checkpoint_last.pt",
+        history="results/{dataset}/models/{model}/training_log.csv",
+    params:
+        settings=model_settings,
+        dataset=reader_settings,
+        seed=config["seed"],
+        tensorboard_dir="results/{dataset}/models/{model}/tensorboard",
+    log:
+        "logs/{dataset}/train_model/{model}.log",
+    benchmark:
+        "benchmarks/{dataset}/train_model/{model}.tsv"
+    wildcard_constraints:
+        model=alternatives(LEARNED_MODELS),
+    resources:
+        gpu=1,
+    script:
+        "../scripts/train_model.py"

@@ -1,0 +1,23 @@
+"""Signature matrix from the train pool: per-cell-type mean CPM."""
+
+from deconflow.io import read_reference, write_table
+from deconflow.logs import script_logging
+from deconflow.signature import cell_type_mean_cpm, select_marker_genes
+from deconflow.split import read_split
+
+with script_logging(snakemake.log[0]) as log:
+    reader = snakemake.params.reader
+    reference = read_reference(
+        snakemake.input.reference, reader["label_key"], reader["counts_layer"], reader["donor_key"]
+    )
+    train = read_split(snakemake.input.cells, reference.cell_ids) == "train"
+    signature = cell_type_mean_cpm(
+        reference.counts[train], reference.labels[train], reference.genes, reference.cell_types
+    )
+    log.info("signature initialised from cell-type mean CPM (%d genes x %d cell types, %d train cells)",
+             *signature.shape, int(train.sum()))
+    n_markers = snakemake.params.marker_genes_per_type
+    if n_markers:
+        signature = select_marker_genes(signature, int(n_markers))
+        log.info("kept %d marker genes (%d per cell type requested)", len(signature), n_markers)
+    write_table(signature, snakemake.output.signature)
