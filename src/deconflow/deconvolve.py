@@ -19,9 +19,9 @@ log = logging.getLogger(__name__)
 def align_bulk(bulk: pd.DataFrame, model: FittedModel, min_overlap: int, source=None) -> tuple[np.ndarray, int]:
     """Features matrix (samples x model features) for ``bulk`` (features x samples).
 
-    Only features shared with the model are used. For CPM models the bulk is re-normalised to
-    CPM over the shared genes (linear space; log-scaled input is refused), and missing genes are 0.
-    Beta-valued (methylation) input is used as is, missing regions imputed by the model's mean.
+    Only features shared with the model are used; the others are NaN, for the model's
+    ``predict_partial`` to handle. For CPM models the bulk is re-normalised to CPM over the shared
+    genes (linear space; log-scaled input is refused). Beta values are used as they are.
     """
     shared = bulk.index.intersection(pd.Index(model.feature_names))
     n_shared = len(shared)
@@ -45,17 +45,13 @@ def align_bulk(bulk: pd.DataFrame, model: FittedModel, min_overlap: int, source=
             bad = bulk.columns[totals <= 0].tolist()
             raise DeconflowError(source, f"samples {bad} have no counts on the shared genes", "drop these samples")
         values = values / totals * CPM_SCALE
-        fill = 0.0
     elif model.normalization == "beta":
         if values.min() < 0 or values.max() > 1:
             raise DeconflowError(source, "methylation betas outside [0, 1]", "give beta values (methylated / total reads)")
-        fill = None
     else:
         raise ValueError(f"unknown normalization {model.normalization!r}")
     position = pd.Index(model.feature_names).get_indexer(shared)
-    out = np.zeros((bulk.shape[1], len(model.feature_names)), dtype=np.float64)
-    if fill is None:
-        out[:] = np.nan
+    out = np.full((bulk.shape[1], len(model.feature_names)), np.nan)
     out[:, position] = values.T
     return out, n_shared
 
@@ -66,7 +62,7 @@ def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000) ->
     bulk = read_bulk(bulk_path)
     features, n_shared = align_bulk(bulk, model, min_overlap, source=bulk_path)
     log.info("%d of %d model features matched in %s (%d samples)", n_shared, len(model.feature_names), bulk_path, bulk.shape[1])
-    proportions = model.predict(features)
+    proportions = model.predict_partial(features)
     table = pd.DataFrame(proportions, index=pd.Index(bulk.columns, name="sample_id"), columns=model.cell_types)
     write_table(table, Path(out_path))
     return table

@@ -35,6 +35,9 @@ and a ``Learner`` (subclass of :class:`Learner` below) with
     unweighted scalar loss terms; ``batch`` has ``features`` (samples x features, linear space),
     ``proportions`` (true, samples x cell types) and the aux keys. Every term named in
     ``loss_weights`` must be returned;
+``selection_terms`` (optional)
+    the terms whose weighted validation sum (``val_selection`` in the log) picks the best epoch
+    and drives early stopping; default all weighted terms;
 ``predict(features: Tensor) -> Tensor``
     proportions (rows sum to 1) for validation metrics;
 ``fitted() -> FittedModel``
@@ -48,11 +51,12 @@ See ``TRAINER_DEFAULTS`` (shared by all learned models) and each model's ``DEFAU
 Outputs
 -------
 ``checkpoint_best.pt``: the normal deconflow checkpoint (``FittedModel.checkpoint(provenance)``) of
-the epoch with the lowest validation loss. ``checkpoint_last.pt``: the same for the last finished
+the epoch with the lowest validation selection loss. ``checkpoint_last.pt``: the same for the last finished
 epoch plus a ``resume`` entry (full module and optimiser state, scheduler, epoch, early-stopping
 state and the history so far). A rerun resumes from it when its recorded model, seed, settings
 and input checksums equal the current ones; otherwise it starts fresh and logs why.
-``training_log.csv``: one row per epoch (train/val loss per term and total, val MAE, val mean r,
+``training_log.csv``: one row per epoch (train/val loss per term and total, ``val_selection`` (the
+early-stopping loss), val MAE, val mean r,
 learning rate, seconds), rewritten atomically after each epoch with a fixed float format, so two
 CPU runs with the same seed give identical files except for the wall-clock ``seconds`` column.
 """
@@ -120,6 +124,9 @@ class LearnerContext:
 class Learner(ABC):
     module = None  # torch.nn.Module
     loss_weights: dict[str, float] = {}
+    #: terms whose weighted validation sum selects the best epoch and drives early stopping
+    #: (None: all weighted terms). HP-VADE uses only its mixture terms, not the VAE's.
+    selection_terms: tuple[str, ...] | None = None
 
     def __init__(self):
         self.aux_train: dict = {}
@@ -203,7 +210,8 @@ def check_cell_types(mixtures: MixtureSet, cell_types, source=None) -> None:
 
 
 def _format_row(row: dict) -> str:
-    parts = [f"epoch {row['epoch']:>3}", f"train {row['train_total']:.4g}", f"val {row['val_total']:.4g}"]
+    parts = [f"epoch {row['epoch']:>3}", f"train {row['train_total']:.4g}", f"val {row['val_total']:.4g}",
+             f"val_selection {row['val_selection']:.4g}"]
     parts += [f"val_mae {row['val_mae']:.4f}", f"val_r {row['val_mean_r']:.3f}", f"lr {row['lr']:.2e}", f"{row['seconds']:.1f}s"]
     return "  ".join(parts)
 
@@ -381,10 +389,10 @@ def train_learner(
                 row.update({f"val_{k}": v for k, v in val_terms.items()})
                 row.update({"val_mae": metrics["mae"], "val_mean_r": metrics["mean_r"], "lr": lr, "seconds": time.perf_counter() - started})
                 rows.append(row)
-                improved = val_terms["total"] < best_loss - float(settings["min_delta"])
+                improved = val_terms["selection"] < best_loss - float(settings["min_delta"])
                 fitted = learner.fitted()
                 if improved:
-                    best_loss, bad_epochs = val_terms["total"], 0
+                    best_loss, bad_epochs = val_terms["selection"], 0
                     best_checkpoint = fitted.checkpoint({**base_provenance, "epoch": epoch, "val_loss": best_loss, "val_mae": metrics["mae"]})
                     if outputs.get("best"):
                         save_checkpoint(best_checkpoint, outputs["best"])
@@ -425,9 +433,9 @@ def train_learner(
         if outputs.get("history"):
             write_history(rows, outputs["history"])
     if rows:
-        best_row = min(rows, key=lambda r: r["val_total"])
+        best_row = min(rows, key=lambda r: r["val_selection"])
         log.info("best epoch %d: val loss %.6g, val MAE %.4f, val mean r %.3f; %.1f s over %d epochs",
-                 best_row["epoch"], best_row["val_total"], best_row["val_mae"], best_row["val_mean_r"],
+                 best_row["epoch"], best_row["val_selection"], best_row["val_mae"], best_row["val_mean_r"],
                  sum(r["seconds"] for r in rows), len(rows))
     from .models import model_class
 
@@ -479,6 +487,8 @@ def _evaluate(learner, module, val_x, val_p, aux_val, aux_batch, seed, epoch, de
         pred = learner.predict(val_x)
     out = {name: float(value.float()) for name, value in terms.items()}
     out["total"] = float(_weighted_total(terms, learner.loss_weights))
+    chosen = learner.selection_terms or tuple(learner.loss_weights)
+    out["selection"] = float(_weighted_total(terms, {k: learner.loss_weights[k] for k in chosen}))
     return out, pred.float().cpu().numpy().astype(np.float64)
 
 
@@ -528,13 +538,9 @@ def read_training_cells(reference_path, split_path, feature_names, cell_types, l
     from .normalize import cpm
 
     reference = read_reference(reference_path, label_key=label_key, counts_layer=counts_layer)
-    split = pd.read_csv(split_path, sep="\t", dtype=str)
-    if not {"cell_id", "split"} <= set(split.columns):
-        raise DeconflowError(split_path, f"columns {list(split.columns)}; expected cell_id and split", "rerun the split rule")
-    split_of = pd.Series(split["split"].to_numpy(), index=split["cell_id"].to_numpy())
-    cell_split = split_of.reindex(reference.cell_ids).to_numpy()
-    if pd.isna(cell_split).any():
-        raise DeconflowError(split_path, f"{int(pd.isna(cell_split).sum())} reference cells have no split", "rerun the split rule")
+    from .split import read_split
+
+    cell_split = read_split(split_path, reference.cell_ids)
     gene_index = pd.Index(reference.genes).get_indexer(pd.Index(feature_names))
     if np.any(gene_index < 0):
         raise DeconflowError(reference_path, f"{int((gene_index < 0).sum())} signature genes are not in the reference", "rerun the signature rule")

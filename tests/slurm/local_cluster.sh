@@ -16,7 +16,8 @@
 # moved to <file>.deconflow-backup on start and put back on stop.
 #
 # Environment:
-#   DECONFLOW_SLURM_DIR        working directory (created if missing)
+#   DECONFLOW_SLURM_DIR        working directory (created if missing, kept on stop; an
+#                              auto-created one is removed on stop unless DECONFLOW_SLURM_KEEP=1)
 #   DECONFLOW_SLURM_NODE_CPUS  CPUs the node advertises (default: nproc)
 #   DECONFLOW_SLURM_NODE_MEM_MB RealMemory the node advertises (default: 90% of MemTotal)
 #   DECONFLOW_SLURM_TIMEOUT    seconds to wait for the node to become idle / daemons to exit (60)
@@ -119,7 +120,12 @@ cmd_stop() {
     fi
     restore_etc
     rm -f "$POINTER_FILE"
-    log "stopped${dir:+ (state kept in $dir)}"
+    if [[ -n $dir && -f $dir/.auto-created && "${DECONFLOW_SLURM_KEEP:-0}" != 1 ]]; then
+        rm -rf "$dir"
+        log "stopped (removed $dir)"
+    else
+        log "stopped${dir:+ (state kept in $dir)}"
+    fi
 }
 
 write_config() {
@@ -173,8 +179,6 @@ InactiveLimit=0
 SlurmctldTimeout=30
 SlurmdTimeout=60
 GresTypes=gpu
-# Show gres/gpu in `scontrol show job` TRES (no database needed for that).
-AccountingStorageTRES=gres/gpu
 DefMemPerCPU=1024
 NodeName=$host CPUs=$cpus RealMemory=$mem_mb Gres=gpu:2 State=UNKNOWN
 PartitionName=cpu Nodes=$host Default=YES MaxTime=INFINITE State=UP
@@ -211,11 +215,16 @@ cmd_start() {
     cmd_stop 2>/dev/null || true
 
     local dir="${DECONFLOW_SLURM_DIR:-}"
-    if [[ -z $dir ]]; then dir=$(mktemp -d /tmp/deconflow-slurm.XXXXXX); fi
+    if [[ -z $dir ]]; then
+        dir=$(mktemp -d /tmp/deconflow-slurm.XXXXXX)
+        touch "$dir/.auto-created"
+    fi
     mkdir -p "$dir"/{state,spool,log,run,munge}
     chmod 700 "$dir" "$dir/munge"
     dir=$(cd "$dir" && pwd)
     echo "$dir" >"$POINTER_FILE"
+    # Whatever fails from here on, leave no daemon behind.
+    trap 'log "start failed; cleaning up"; cmd_stop' EXIT
 
     # munge: own key, socket and pid file in $dir (AuthInfo=socket=... points SLURM there).
     if [[ ! -s $dir/munge/munge.key ]]; then
@@ -249,6 +258,7 @@ cmd_start() {
             die "node did not become idle within ${TIMEOUT}s"
         }
     fi
+    trap - EXIT
     log "cluster up; state in $dir"
     echo "$dir"
 }

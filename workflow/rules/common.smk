@@ -27,7 +27,9 @@ MODELS = list(config["models"])
 
 
 def datasets_of(modality):
-    return [d for d, c in config["datasets"].items() if c.get("modality", "rna") == modality]
+    return [
+        d for d, c in config["datasets"].items() if c.get("modality", "rna") == modality
+    ]
 
 
 def alternatives(names):
@@ -46,7 +48,7 @@ def dataset_config(wildcards):
 
 
 def library_files(*modules):
-    """Library sources a rule imports: declared as inputs so that editing them reruns the rule."""
+    """Library sources imported by a job, declared as inputs so that editing them reruns it."""
     return [str(LIBRARY / f"{m}.py") for m in ("errors", "io", "logs") + modules]
 
 
@@ -89,7 +91,9 @@ def all_outputs(wildcards):
             outputs.append(f"results/{dataset}/plots/{model}/miami.png")
             outputs.append(f"results/{dataset}/plots/{model}/scatter.png")
             if ds.get("bulk"):
-                outputs.append(f"results/{dataset}/deconvolution/{model}/proportions.csv")
+                outputs.append(
+                    f"results/{dataset}/deconvolution/{model}/proportions.csv"
+                )
     return outputs
 
 
@@ -126,7 +130,9 @@ def training_inputs(wildcards):
         "train": f"results/{wildcards.dataset}/pseudobulk/train.h5",
         "val": f"results/{wildcards.dataset}/pseudobulk/val.h5",
         "signature": f"results/{wildcards.dataset}/signature/signature.tsv",
-        "code": library_files("training", "models/__init__", "models/base", f"models/{wildcards.model}"),
+        "code": library_files(
+            "training", "models/__init__", "models/base", f"models/{wildcards.model}"
+        ),
     }
     if dataset_config(wildcards).get("modality", "rna") == "rna":
         inputs["reference"] = reference_file(wildcards)

@@ -8,9 +8,11 @@ rule deconvolve_bulk:
         code=deconvolution_library_files,
     output:
         proportions="results/{dataset}/deconvolution/{model}/proportions.csv",
-    params:
-        min_overlap=config["deconvolution"]["min_feature_overlap"],
     log:
         "logs/{dataset}/deconvolve_bulk/{model}.log",
+    conda:
+        "../../envs/deconflow.yaml"
+    params:
+        min_overlap=config["deconvolution"]["min_feature_overlap"],
     script:
         "../scripts/deconvolve_bulk.py"

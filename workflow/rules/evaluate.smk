@@ -9,26 +9,32 @@ rule evaluate_model:
     output:
         summary="results/{dataset}/evaluation/{model}/summary_stats.csv",
         metrics="results/{dataset}/evaluation/{model}/metrics.json",
-    params:
-        presence_threshold=config["evaluation"]["presence_threshold"],
-        modality=modality,
     log:
         "logs/{dataset}/evaluate_model/{model}.log",
     benchmark:
         "benchmarks/{dataset}/evaluate_model/{model}.tsv"
+    conda:
+        "../../envs/deconflow.yaml"
+    params:
+        presence_threshold=config["evaluation"]["presence_threshold"],
+        modality=modality,
     script:
         "../scripts/evaluate_model.py"
 
 
 rule compare_models:
     input:
-        metrics=expand("results/{{dataset}}/evaluation/{model}/metrics.json", model=MODELS),
+        metrics=expand(
+            "results/{{dataset}}/evaluation/{model}/metrics.json", model=MODELS
+        ),
         code=library_files("evaluation"),
     output:
         comparison="results/{dataset}/evaluation/comparison.csv",
-    params:
-        models=MODELS,
     log:
         "logs/{dataset}/compare_models.log",
+    conda:
+        "../../envs/deconflow.yaml"
+    params:
+        models=MODELS,
     script:
         "../scripts/compare_models.py"

@@ -18,10 +18,12 @@ rule plot_model:
             category="{dataset}",
             subcategory="{model}",
         ),
+    log:
+        "logs/{dataset}/plot_model/{model}.log",
+    conda:
+        "../../envs/deconflow.yaml"
     params:
         n_samples=config["evaluation"]["miami_samples"],
         title="{dataset} / {model}",
-    log:
-        "logs/{dataset}/plot_model/{model}.log",
     script:
         "../scripts/plot_model.py"

@@ -8,15 +8,17 @@ rule make_pseudobulk:
         code=library_files("normalize", "pseudobulk"),
     output:
         mixtures="results/{dataset}/pseudobulk/{split}.h5",
-    params:
-        reader=reader_settings,
-        settings=pseudobulk_settings,
-        seed=split_seed,
     log:
         "logs/{dataset}/make_pseudobulk/{split}.log",
     benchmark:
         "benchmarks/{dataset}/make_pseudobulk/{split}.tsv"
     wildcard_constraints:
         dataset=alternatives(datasets_of("rna")),
+    conda:
+        "../../envs/deconflow.yaml"
+    params:
+        reader=reader_settings,
+        settings=pseudobulk_settings,
+        seed=split_seed,
     script:
         "../scripts/make_pseudobulk.py"

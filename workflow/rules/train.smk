@@ -12,6 +12,8 @@ rule fit_baseline:
         "logs/{dataset}/fit_baseline/{model}.log",
     wildcard_constraints:
         model=alternatives(BASELINE_MODELS),
+    conda:
+        "../../envs/deconflow.yaml"
     script:
         "../scripts/fit_baseline.py"
 
@@ -23,18 +25,20 @@ rule train_model:
         best="results/{dataset}/models/{model}/checkpoint_best.pt",
         last="results/{dataset}/models/{model}/checkpoint_last.pt",
         history="results/{dataset}/models/{model}/training_log.csv",
-    params:
-        settings=model_settings,
-        dataset=reader_settings,
-        seed=config["seed"],
-        tensorboard_dir="results/{dataset}/models/{model}/tensorboard",
     log:
         "logs/{dataset}/train_model/{model}.log",
     benchmark:
         "benchmarks/{dataset}/train_model/{model}.tsv"
     wildcard_constraints:
         model=alternatives(LEARNED_MODELS),
+    conda:
+        "../../envs/deconflow.yaml"
     resources:
         gpu=1,
+    params:
+        settings=model_settings,
+        dataset=reader_settings,
+        seed=config["seed"],
+        tensorboard_dir="results/{dataset}/models/{model}/tensorboard",
     script:
         "../scripts/train_model.py"

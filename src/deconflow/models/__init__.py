@@ -16,6 +16,9 @@ from .base import FittedModel, read_checkpoint, save_checkpoint
 #: name -> (module, learned?). Adding a model = one line here + its module.
 MODULES: dict[str, tuple[str, bool]] = {
     "nnls": ("deconflow.models.nnls", False),
+    "hpvade": ("deconflow.models.hpvade", True),
+    "scaden": ("deconflow.models.scaden", True),
+    "sparse": ("deconflow.models.sparse", True),
 }
 
 

@@ -29,6 +29,14 @@ class FittedModel(ABC):
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Proportions (samples x cell types, rows sum to 1) for features aligned to feature_names."""
 
+    def predict_partial(self, features: np.ndarray) -> np.ndarray:
+        """Predict where some features were not measured (NaN), e.g. genes missing from a bulk file.
+
+        The default fills missing features with 0 (CPM: not expressed); models that can simply
+        ignore missing rows (NNLS) override this.
+        """
+        return self.predict(np.nan_to_num(np.asarray(features, dtype=np.float64), nan=0.0))
+
     @abstractmethod
     def state(self) -> dict:
         """Everything needed to rebuild the model (arrays, tensors, settings)."""

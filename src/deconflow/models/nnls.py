@@ -61,6 +61,16 @@ class NNLSModel(FittedModel):
     def predict(self, features: np.ndarray) -> np.ndarray:
         return nnls_proportions(self.signature / self.scale, np.asarray(features, dtype=np.float64) / self.scale)
 
+    def predict_partial(self, features: np.ndarray) -> np.ndarray:
+        """NNLS on the measured features only: dropping rows of S (without re-normalising its
+        columns) keeps x ∝ S_shared · p, so the normalised solution is still p."""
+        features = np.atleast_2d(np.asarray(features, dtype=np.float64))
+        out = np.empty((features.shape[0], self.signature.shape[1]))
+        for i, x in enumerate(features):
+            observed = np.isfinite(x)
+            out[i] = nnls_proportions(self.signature[observed] / self.scale, x[observed][None, :] / self.scale)[0]
+        return out
+
     def state(self) -> dict:
         return {"signature": self.signature, "scale": self.scale}
 

@@ -1,0 +1,36 @@
+# Two commands on a fresh machine:  make run  |  make test
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed-stamp
+# Put the venv first on PATH so Snakemake jobs (and SLURM job steps) find its python.
+ENV := PATH="$(BIN):$$PATH"
+# Where this machine keeps the CPU torch wheel (used if present; harmless otherwise).
+WHEELS ?= /opt/wheels
+PIP_EXTRA := $(if $(wildcard $(WHEELS)),--find-links $(WHEELS),)
+
+.PHONY: run test dry-run report bench lint clean-results
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install $(PIP_EXTRA) -e ".[test]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(ENV) snakemake --profile profiles/local
+
+dry-run: $(STAMP)
+	$(ENV) snakemake --profile profiles/local -n
+
+test: $(STAMP)
+	$(ENV) python -m pytest -q -ra
+
+lint: $(STAMP)
+	$(ENV) snakemake --lint
+	$(ENV) snakefmt --check Snakefile workflow
+
+report: $(STAMP)
+	$(ENV) snakemake --profile profiles/local --report report.html
+
+bench: $(STAMP)
+	$(ENV) python -m deconflow.bench

@@ -1,0 +1,322 @@
+"""HP-VADE: a VAE with cell-type prototypes plus a deconvolution encoder and a learnable signature.
+
+Branches (one ``torch.nn.Module``, trained by ``deconflow.training``):
+
+- **VAE over single cells** of the train pool, input log1p(CPM). The latent mean of each cell is
+  pulled to a learnable prototype of its cell type (prototype-matching loss), so the latent space
+  is organised by cell type.
+- **Deconvolution encoder**: bulk CPM → proportions (softmax, rows sum to 1). Its *input* is
+  log1p(CPM) standardised per gene with training-mixture statistics: that is only a neural-net
+  input transform.
+- **Signature matrix S** (features x cell types), non-negative through a softplus
+  parametrisation, initialised from the per-type mean CPM of the signature rule. The bulk
+  reconstruction S·p ≈ bulk is computed in *linear* space: CPM divided by a fixed per-gene scale
+  (the gene's mean CPM over the training mixtures, floored), which keeps mixtures linear
+  (scaled(Σ p_k s_k) = Σ p_k scaled(s_k)). The scale is stored in the checkpoint.
+
+Loss = λ_proto·proto + λ_bulk_recon·MSE(S̃·p, x̃) + λ_bulk·(MSE(p, p_true) + 0.1·KL(p_true‖p))
+       + λ_kl·KL(VAE) + λ_cell_recon·MSE(decoded cell, log1p(cell CPM)).
+The last term (the VAE's own reconstruction) is not in the issue's formula; without it the
+VAE's latent space carries no information and KL + proto collapse it onto one point.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..errors import DeconflowError
+from ..training import Learner, LearnerContext
+from .base import FittedModel
+
+log = logging.getLogger(__name__)
+
+#: Model settings (config ``train.hpvade``; the λ's may also sit directly under ``train``).
+DEFAULTS: dict = {
+    "hidden_sizes": [256, 128],  # deconvolution encoder widths
+    "dropout": 0.1,
+    "latent_dim": 16,  # VAE latent size (prototypes live here)
+    "vae_hidden": 128,  # VAE encoder/decoder width
+    "max_cells": 5000,  # single cells kept for the VAE branch (random subsample above this)
+    "lambda_proto": 0.1,
+    "lambda_bulk_recon": 10.0,
+    "lambda_bulk": 5.0,
+    "lambda_kl": 0.01,
+    "lambda_cell_recon": 1.0,
+    "n_input_genes": 1000,  # encoder/VAE inputs: the N genes with the largest log1p-CPM std over training mixtures (0: all)
+    "cpm_scale": "global",  # linear scale of CPM for S·p ≈ bulk: global (÷1e6) | gene_mean (÷ per-gene mean CPM)
+    "gene_scale_floor": 1.0,  # CPM floor of the per-gene scale (genes rarer than this are not up-weighted)
+}
+
+#: The trainer passes single cells of the train/val pools (RNA only).
+USES_CELLS = True
+
+SCALE_FLOOR_STD = 0.05
+KL_PROPORTIONS_WEIGHT = 0.1
+
+
+def inverse_softplus(values: torch.Tensor) -> torch.Tensor:
+    values = values.clamp_min(1e-8)
+    return values + torch.log(-torch.expm1(-values))
+
+
+def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(nn.LayerNorm(sizes[i + 1]))
+            layers.append(nn.GELU())
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+class HPVADENet(nn.Module):
+    """All HP-VADE parameters. Inputs are CPM (linear); transforms are internal buffers."""
+
+    def __init__(self, n_features: int, n_types: int, hidden_sizes, dropout: float, latent_dim: int, vae_hidden: int,
+                 n_inputs: int | None = None):
+        super().__init__()
+        n_inputs = n_inputs or n_features
+        self.n_features, self.n_types, self.n_inputs = n_features, n_types, n_inputs
+        self.register_buffer("input_index", torch.arange(n_inputs))  # features the encoders read
+        # fixed transforms (set by from_training_data, stored in state_dict)
+        self.register_buffer("feature_scale", torch.ones(n_features))  # CPM / feature_scale = linear scaled space
+        self.register_buffer("input_mean", torch.zeros(n_inputs))  # encoder input standardisation (log1p CPM)
+        self.register_buffer("input_std", torch.ones(n_inputs))
+        self.register_buffer("cell_mean", torch.zeros(n_inputs))  # VAE input standardisation (log1p CPM)
+        self.register_buffer("cell_std", torch.ones(n_inputs))
+        self.encoder = _mlp([n_inputs, *hidden_sizes, n_types], dropout)
+        self.signature_raw = nn.Parameter(torch.zeros(n_features, n_types))
+        self.cell_encoder = _mlp([n_inputs, vae_hidden, 2 * latent_dim], 0.0)
+        self.cell_decoder = _mlp([latent_dim, vae_hidden, n_inputs], 0.0)
+        self.prototypes = nn.Parameter(torch.randn(n_types, latent_dim) * 0.1)
+
+    # --- deconvolution branch
+    def proportion_logits(self, cpm: torch.Tensor) -> torch.Tensor:
+        z = (torch.log1p(cpm[:, self.input_index].clamp_min(0)) - self.input_mean) / self.input_std
+        return self.encoder(z)
+
+    def proportions(self, cpm: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.proportion_logits(cpm).float(), dim=1)
+
+    def signature(self) -> torch.Tensor:
+        """Non-negative S in scaled space (features x types)."""
+        return F.softplus(self.signature_raw)
+
+    def signature_cpm(self) -> torch.Tensor:
+        return self.signature() * self.feature_scale[:, None]
+
+    def reconstruct_scaled(self, proportions: torch.Tensor) -> torch.Tensor:
+        return proportions @ self.signature().T
+
+    # --- VAE branch
+    def encode_cells(self, cell_cpm: torch.Tensor):
+        """Latent mean and log-variance of cells given as CPM over the encoder inputs (``input_index``)."""
+        x = (torch.log1p(cell_cpm) - self.cell_mean) / self.cell_std
+        mu, logvar = self.cell_encoder(x).chunk(2, dim=1)
+        return mu, logvar.clamp(-10, 10)
+
+
+def signature_tensor(signature: pd.DataFrame) -> torch.Tensor:
+    if signature is None or signature.size == 0:
+        raise DeconflowError(None, "HP-VADE needs the signature matrix (per-type mean CPM) to initialise S", "run the signature rule first")
+    values = signature.to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(values)) or values.min() < 0:
+        raise DeconflowError(None, "signature has negative or non-finite values", "rerun the signature rule (mean CPM per type)")
+    return torch.from_numpy(values.astype(np.float32))
+
+
+def build_net(train_features: np.ndarray, signature: pd.DataFrame, settings: dict, cells=None) -> HPVADENet:
+    """Create the net with its fixed transforms from the training mixtures (and cells)."""
+    S = signature_tensor(signature)
+    n_features, n_types = S.shape
+    x = torch.from_numpy(np.asarray(train_features, dtype=np.float32))
+    logx = torch.log1p(x)
+    n_inputs = int(settings["n_input_genes"] or 0)
+    if 0 < n_inputs < n_features:
+        spread = logx.std(dim=0).numpy()
+        input_index = torch.from_numpy(np.sort(np.argsort(-spread, kind="stable")[:n_inputs]))
+    else:
+        input_index = torch.arange(n_features)
+    net = HPVADENet(n_features, n_types, list(settings["hidden_sizes"]), float(settings["dropout"]),
+                    int(settings["latent_dim"]), int(settings["vae_hidden"]), len(input_index))
+    if settings["cpm_scale"] == "gene_mean":
+        scale = x.mean(dim=0).clamp_min(float(settings["gene_scale_floor"]))
+    elif settings["cpm_scale"] == "global":
+        scale = torch.full((n_features,), 1e6)
+    else:
+        raise DeconflowError(None, f"hpvade cpm_scale {settings['cpm_scale']!r}", "use gene_mean or global")
+    logx = logx[:, input_index]
+    with torch.no_grad():
+        net.input_index.copy_(input_index)
+        net.feature_scale.copy_(scale)
+        net.input_mean.copy_(logx.mean(dim=0))
+        net.input_std.copy_(logx.std(dim=0).clamp_min(SCALE_FLOOR_STD))
+        if cells is not None:
+            logc = torch.log1p(cells[:, input_index])
+            net.cell_mean.copy_(logc.mean(dim=0))
+            net.cell_std.copy_(logc.std(dim=0).clamp_min(SCALE_FLOOR_STD))
+        log.info("initialising signature matrix from cell type means (%d features x %d cell types)", n_features, n_types)
+        net.signature_raw.copy_(inverse_softplus(S / scale[:, None]))
+    return net
+
+
+def proportion_loss(pred: torch.Tensor, true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(MSE(p, p_true), KL(p_true‖p)) averaged over samples."""
+    pred = pred.float()
+    true = true.float()
+    mse = F.mse_loss(pred, true)
+    kl = (torch.xlogy(true, true) - true * torch.log(pred.clamp_min(1e-8))).sum(dim=1).mean()
+    return mse, kl
+
+
+class HPVADELearner(Learner):
+    def __init__(self, net: HPVADENet, settings: dict, feature_names, cell_types, cells_train=None, labels_train=None,
+                 cells_val=None, labels_val=None, scale_description: str = ""):
+        super().__init__()
+        self.module = net
+        self.settings = settings
+        self.feature_names, self.cell_types = feature_names, cell_types
+        self.scale_description = scale_description
+        self.selection_terms = ("bulk_recon", "bulk")  # the VAE terms do not pick the epoch
+        self.loss_weights = {
+            "bulk_recon": float(settings["lambda_bulk_recon"]),
+            "bulk": float(settings["lambda_bulk"]),
+        }
+        if cells_train is not None:
+            self.loss_weights.update(
+                proto=float(settings["lambda_proto"]), kl=float(settings["lambda_kl"]), cell_recon=float(settings["lambda_cell_recon"])
+            )
+            self.aux_train = {"cells": cells_train, "cell_labels": labels_train}
+            if cells_val is not None:
+                self.aux_val = {"cells": cells_val, "cell_labels": labels_val}
+            else:
+                self.aux_val = dict(self.aux_train)
+
+    def loss_terms(self, batch: dict) -> dict:
+        net = self.module
+        x = batch["features"]
+        p = net.proportions(x)
+        recon = net.reconstruct_scaled(p).float()
+        target = (x / net.feature_scale).float()
+        mse, kl_p = proportion_loss(p, batch["proportions"])
+        terms = {"bulk_recon": F.mse_loss(recon, target), "bulk": mse + KL_PROPORTIONS_WEIGHT * kl_p}
+        if "cells" in batch:
+            cells = batch["cells"]
+            mu, logvar = net.encode_cells(cells)
+            mu, logvar = mu.float(), logvar.float()
+            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if net.training else mu
+            decoded = net.cell_decoder(z).float()
+            terms["cell_recon"] = F.mse_loss(decoded, torch.log1p(cells).float())
+            terms["kl"] = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)).mean()
+            terms["proto"] = (mu - net.prototypes[batch["cell_labels"]].float()).pow(2).sum(dim=1).mean()
+        return terms
+
+    def predict(self, features):
+        return self.module.proportions(features)
+
+    def fitted(self) -> "HPVADEModel":
+        return HPVADEModel.from_net(self.module, self.settings, self.feature_names, self.cell_types, self.scale_description)
+
+
+ARCHITECTURE_KEYS = ("hidden_sizes", "dropout", "latent_dim", "vae_hidden")
+
+
+class HPVADEModel(FittedModel):
+    name = "hpvade"
+
+    def __init__(self, net: HPVADENet, architecture: dict, feature_names, cell_types, normalization: str = "cpm", scaling: str = ""):
+        super().__init__(feature_names, cell_types, normalization)
+        self.net = net.eval()
+        self.architecture = architecture
+        self.scaling = scaling
+
+    @classmethod
+    def from_net(cls, net, settings, feature_names, cell_types, scaling=""):
+        architecture = {k: settings[k] for k in ARCHITECTURE_KEYS}
+        copy = HPVADENet(net.n_features, net.n_types, n_inputs=net.n_inputs, **architecture)
+        copy.load_state_dict({k: v.detach().to("cpu", copy=True).float() for k, v in net.state_dict().items()})
+        return cls(copy, architecture, feature_names, cell_types, "cpm", scaling)
+
+    def predict(self, features: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        features = np.atleast_2d(np.asarray(features, dtype=np.float32))
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(features), batch_size):
+                out.append(self.net.proportions(torch.from_numpy(features[start : start + batch_size])).double().numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.cell_types)))
+
+    def signature_cpm(self) -> pd.DataFrame:
+        with torch.no_grad():
+            S = self.net.signature_cpm().double().numpy()
+        return pd.DataFrame(S, index=self.feature_names, columns=self.cell_types)
+
+    def state(self) -> dict:
+        return {
+            "architecture": dict(self.architecture),
+            "n_features": self.net.n_features,
+            "n_types": self.net.n_types,
+            "n_inputs": self.net.n_inputs,
+            "state_dict": {k: v.clone() for k, v in self.net.state_dict().items()},
+            "input_scaling": self.scaling,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict, feature_names, cell_types, normalization: str) -> "HPVADEModel":
+        net = HPVADENet(state["n_features"], state["n_types"], n_inputs=state["n_inputs"], **state["architecture"])
+        net.load_state_dict(state["state_dict"])
+        return cls(net, state["architecture"], feature_names, cell_types, normalization, state.get("input_scaling", ""))
+
+
+def _subsample_cells(cells, labels, max_cells: int, seed: int):
+    if cells is None or cells.shape[0] <= max_cells:
+        return cells, labels
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(cells.shape[0], size=max_cells, replace=False))
+    return cells[keep], labels[keep]
+
+
+def _dense(cells) -> torch.Tensor:
+    values = cells.toarray() if hasattr(cells, "toarray") else np.asarray(cells)
+    return torch.from_numpy(np.asarray(values, dtype=np.float32))
+
+
+def make_learner(train, signature: pd.DataFrame, settings: dict, context: LearnerContext) -> HPVADELearner:
+    if train.normalization not in ("cpm", "None"):
+        raise DeconflowError(None, f"HP-VADE models CPM mixtures, got {train.normalization!r}", "use hpvade on RNA datasets only")
+    cells_train = labels_train = cells_val = labels_val = None
+    if context.cells_train is not None:
+        cells, labels = _subsample_cells(context.cells_train, context.labels_train, int(settings["max_cells"]), context.seed)
+        cells_train, labels_train = _dense(cells), torch.from_numpy(np.asarray(labels, dtype=np.int64))
+        if context.cells_val is not None:
+            cells, labels = _subsample_cells(context.cells_val, context.labels_val, int(settings["max_cells"]), context.seed)
+            cells_val, labels_val = _dense(cells), torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    else:
+        log.warning("no single cells given: HP-VADE trains without its VAE branch (prototype, KL and cell terms)")
+    net = build_net(train.features, signature, settings, cells_train)
+    if cells_train is not None:  # the VAE reads the same genes as the deconvolution encoder
+        cells_train = cells_train[:, net.input_index].contiguous()
+        if cells_val is not None:
+            cells_val = cells_val[:, net.input_index].contiguous()
+    scaling = (
+        f"S·p ≈ bulk in CPM / per-gene mean CPM of the training mixtures (floor {settings['gene_scale_floor']} CPM)"
+        if settings["cpm_scale"] == "gene_mean"
+        else "S·p ≈ bulk in CPM / 1e6"
+    )
+    return HPVADELearner(net, settings, list(signature.index), list(signature.columns), cells_train, labels_train,
+                         cells_val, labels_val, scaling)
+
+
+def fit(train, val, signature: pd.DataFrame, settings: dict, seed: int = 0, context: LearnerContext | None = None, **_) -> HPVADEModel:
+    """In-memory training (same trainer as the workflow rule, no files)."""
+    from ..training import train_learner
+
+    model, _history = train_learner("hpvade", train, val, signature, settings, seed, context=context)
+    return model

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+import torch
+
+from deconflow.errors import DeconflowError
+from deconflow.models import load_model, save_checkpoint
+from deconflow.models.hpvade import build_net, make_learner
+from deconflow.training import TRAINER_DEFAULTS, resolve_settings, train_learner
+
+from learned_fixtures import TINY_HPVADE, synthetic
+
+
+def settings(**extra):
+    return resolve_settings("hpvade", {**TINY_HPVADE, **extra})
+
+
+def test_shapes_and_proportions_sum_to_one():
+    train, val, signature, context = synthetic()
+    torch.manual_seed(0)
+    learner = make_learner(train, signature, settings(), context)
+    p = learner.predict(torch.from_numpy(val.features))
+    assert p.shape == (len(val.features), 3)
+    assert torch.allclose(p.sum(dim=1), torch.ones(len(p)), atol=1e-5)
+    assert bool((p >= 0).all())
+    terms = learner.loss_terms({"features": torch.from_numpy(train.features[:8]), "proportions": torch.from_numpy(train.proportions[:8]).float(),
+                                "cells": learner.aux_train["cells"][:8], "cell_labels": learner.aux_train["cell_labels"][:8]})
+    assert set(terms) == {"bulk_recon", "bulk", "cell_recon", "kl", "proto"}
+    assert all(t.ndim == 0 and torch.isfinite(t) for t in terms.values())
+
+
+def test_signature_initialisation_copies_the_given_matrix(caplog):
+    train, _, signature, _ = synthetic()
+    with caplog.at_level("INFO"):
+        net = build_net(train.features, signature, settings())
+    assert "initialising signature matrix from cell type means" in caplog.text
+    np.testing.assert_allclose(net.signature_cpm().detach().numpy(), signature.to_numpy(), rtol=1e-4, atol=1e-3)
+
+
+def test_missing_signature_is_refused():
+    train, _, signature, context = synthetic()
+    with pytest.raises(DeconflowError, match="signature"):
+        make_learner(train, signature.iloc[:0], settings(), context)
+
+
+def test_signature_stays_non_negative_and_training_lowers_the_loss():
+    train, val, signature, context = synthetic()
+    model, history = train_learner("hpvade", train, val, signature, {**TINY_HPVADE, "epochs": 6, "patience": 10,
+                                                                      "lambda_bulk_recon": 1e3, "learning_rate": 3e-3}, 0, context=context)
+    assert history["train_total"].iloc[-1] < history["train_total"].iloc[0]
+    assert history["val_bulk"].iloc[-1] < history["val_bulk"].iloc[0]
+    assert (model.signature_cpm().to_numpy() >= 0).all()
+    pred = model.predict(val.features)
+    np.testing.assert_allclose(pred.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_checkpoint_round_trip_predicts_identically(tmp_path):
+    train, val, signature, context = synthetic()
+    model, _ = train_learner("hpvade", train, val, signature, {**TINY_HPVADE, "epochs": 2}, 0, context=context)
+    save_checkpoint(model.checkpoint({"note": "test"}), tmp_path / "ckpt.pt")
+    loaded = load_model(tmp_path / "ckpt.pt")
+    assert loaded.name == "hpvade" and list(loaded.cell_types) == list(signature.columns)
+    np.testing.assert_array_equal(loaded.predict(val.features), model.predict(val.features))
+
+
+def test_defaults_have_the_issue_loss_weights():
+    s = resolve_settings("hpvade", {})
+    assert (s["lambda_proto"], s["lambda_bulk_recon"], s["lambda_bulk"], s["lambda_kl"]) == (0.1, 10.0, 5.0, 0.01)
+    assert set(TRAINER_DEFAULTS) <= set(s)
