@@ -29,7 +29,12 @@ rule compare_models:
         ),
         code=library_files("evaluation"),
     output:
-        comparison="results/{dataset}/evaluation/comparison.csv",
+        comparison=report(
+            "results/{dataset}/evaluation/comparison.csv",
+            caption="../report/comparison.rst",
+            category="{dataset}",
+            labels={"table": "model comparison"},
+        ),
     log:
         "logs/{dataset}/compare_models.log",
     conda:

@@ -24,7 +24,13 @@ rule train_model:
     output:
         best="results/{dataset}/models/{model}/checkpoint_best.pt",
         last="results/{dataset}/models/{model}/checkpoint_last.pt",
-        history="results/{dataset}/models/{model}/training_log.csv",
+        history=report(
+            "results/{dataset}/models/{model}/training_log.csv",
+            caption="../report/training.rst",
+            category="{dataset}",
+            subcategory="{model}",
+            labels={"table": "training log"},
+        ),
     log:
         "logs/{dataset}/train_model/{model}.log",
     benchmark:
