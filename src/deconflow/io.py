@@ -233,6 +233,10 @@ def read_bulk(path: str | Path) -> pd.DataFrame:
             raise DeconflowError(path, f"cannot be parsed ({type(exc).__name__}: {exc})", "give a TSV/CSV with features as rows") from None
         if df.shape[0] == 0 or df.shape[1] == 0:
             raise DeconflowError(path, "bulk file has no data rows or no sample columns", "give a features x samples table with a header row")
+        # read_csv renames a repeated header ("s1", "s1" -> "s1", "s1.1"), which would hide
+        # duplicate sample ids from the check below; check the header as written instead.
+        raw_header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist()
+        _check_unique(raw_header[len(raw_header) - df.shape[1] :], "sample ids", path, "give every sample column a unique name")
         non_numeric = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
         if non_numeric:
             raise DeconflowError(
