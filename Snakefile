@@ -14,6 +14,7 @@ validate(config, "workflow/schemas/config.schema.yaml")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/reference.smk"
 include: "workflow/rules/pseudobulk.smk"
+include: "workflow/rules/methylation.smk"
 include: "workflow/rules/signature.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"

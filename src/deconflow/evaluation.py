@@ -180,4 +180,6 @@ def evaluate_checkpoint(model_path, test_path, normalization: str, presence_thre
     summary = long_table(test.proportions, predicted, test.sample_ids, test.cell_types)
     metrics = compute_metrics(test.proportions, predicted, test.cell_types, presence_threshold)
     metrics["model"] = model.name
+    if spiked_entries(test.proportions).any():  # methylation test sets carry spike-in mixtures
+        metrics["detection_limit"] = detection_limit_table(test.proportions, predicted, presence_threshold=presence_threshold).to_dict("records")
     return summary, metrics

@@ -34,7 +34,20 @@ def test_default_dry_run_lists_every_stage(tmp_path):
     work = project_copy(tmp_path)
     proc = snakemake(work, "-n")
     jobs = scheduled_jobs(proc.stdout + proc.stderr)
-    assert jobs == {"fetch_rectangle_wheel": 1, "convert_pbmc": 1, **DOWNSTREAM_OF_REFERENCE}
+    rna = {"fetch_rectangle_wheel": 1, "convert_pbmc": 1, **DOWNSTREAM_OF_REFERENCE}
+    methylation = {  # dataset cfdna: models nnls + sparse
+        "fetch_nanomix_wheel": 1,
+        "convert_methylation_atlas": 1,
+        "methylation_signature": 1,
+        "simulate_methylation": 3,
+        "fit_baseline": 1,
+        "train_model": 1,
+        "evaluate_model": 2,
+        "compare_models": 1,
+        "plot_model": 2,
+    }
+    expected = {rule: rna.get(rule, 0) + methylation.get(rule, 0) for rule in {*rna, *methylation}}
+    assert jobs == expected
 
 
 def test_tiny_run_produces_every_output(tiny_run):
@@ -95,3 +108,20 @@ def test_lint_is_clean(tmp_path):
         [sys.executable, "-m", "snakemake", "--lint"], cwd=work, env=run_env(work), capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_tiny_methylation_run(tmp_path, embedded_resources):
+    """The methylation chain end to end: atlas -> cfDNA-like mixtures -> nnls + sparse -> evaluation."""
+    work = project_copy(tmp_path, embedded_resources)
+    snakemake(work, "--configfile", "config/test_methylation.yaml", "--replace-workflow-config")
+    results = work / "results" / "tinycfdna"
+    comparison = pd.read_csv(results / "evaluation" / "comparison.csv")
+    assert comparison["model"].tolist() == ["nnls", "sparse"]
+    for model in ("nnls", "sparse"):
+        summary = pd.read_csv(results / "evaluation" / model / "summary_stats.csv")
+        assert summary["cell_type"].nunique() == 39
+        sums = summary.groupby("sample_id")["predicted_proportion"].sum()
+        np.testing.assert_allclose(sums.to_numpy(), 1.0, atol=1e-5)
+        assert (results / "plots" / model / "miami.png").stat().st_size > 0
+    sparse = pd.read_csv(results / "evaluation" / "sparse" / "summary_stats.csv")
+    assert (sparse["predicted_proportion"] == 0).any()  # absent tissues are exactly zero

@@ -15,15 +15,20 @@ def _fail(problem, fix):
     raise WorkflowError(f"config: {problem}. Fix: {fix}")
 
 
-unknown_models = [m for m in config["models"] if m not in MODULES]
+def dataset_models(dataset):
+    """Models of one dataset: its own `models` list, else the global one."""
+    return list(config["datasets"][dataset].get("models") or config["models"])
+
+
+DATASETS = list(config["datasets"])
+# every model used by any dataset (the {model} wildcard's values)
+MODELS = list(dict.fromkeys(m for d in DATASETS for m in dataset_models(d)))
+unknown_models = [m for m in MODELS if m not in MODULES]
 if unknown_models:
     _fail(
         f"unknown model(s) {unknown_models} in `models`",
         f"use any of {sorted(MODULES)}",
     )
-
-DATASETS = list(config["datasets"])
-MODELS = list(config["models"])
 
 
 def datasets_of(modality):
@@ -87,7 +92,7 @@ def all_outputs(wildcards):
     outputs = []
     for dataset, ds in config["datasets"].items():
         outputs.append(f"results/{dataset}/evaluation/comparison.csv")
-        for model in MODELS:
+        for model in dataset_models(dataset):
             outputs.append(f"results/{dataset}/plots/{model}/miami.png")
             outputs.append(f"results/{dataset}/plots/{model}/scatter.png")
             if ds.get("bulk"):
@@ -150,3 +155,40 @@ def evaluation_library_files(wildcards):
 
 def deconvolution_library_files(wildcards):
     return model_library_files(wildcards) + library_files("deconvolve", "normalize")
+
+
+# Methylation datasets (workflow/rules/methylation.smk)
+def methylation_atlas_inputs(wildcards):
+    """The dataset's atlas: a betas TSV (`atlas`) or pure-sample read counts."""
+    ds = dataset_config(wildcards)
+    if ds.get("atlas_methylated"):
+        return {"methylated": ds["atlas_methylated"], "total": ds["atlas_total"]}
+    return {"atlas": ds.get("atlas", DEFAULT_ATLAS)}
+
+
+def methylation_simulation_settings(wildcards):
+    """Simulator settings: config `methylation` section, then the dataset's `simulation` overrides."""
+    merged = {
+        **config.get("methylation", {}),
+        **dataset_config(wildcards).get("simulation", {}),
+    }
+    return {
+        "settings": {k: v for k, v in merged.items() if k != "spike_fraction_test"},
+        "spike_fraction_test": float(merged.get("spike_fraction_test", 0.25)),
+        "n_mixtures": int(config["pseudobulk"][f"n_{wildcards.split}"]),
+    }
+
+
+def atlas_min_coverage(wildcards):
+    return int(dataset_config(wildcards).get("atlas_min_coverage", 1))
+
+
+def comparison_inputs(wildcards):
+    return [
+        f"results/{wildcards.dataset}/evaluation/{model}/metrics.json"
+        for model in dataset_models(wildcards.dataset)
+    ]
+
+
+def comparison_models(wildcards):
+    return dataset_models(wildcards.dataset)

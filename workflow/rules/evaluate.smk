@@ -24,9 +24,7 @@ rule evaluate_model:
 
 rule compare_models:
     input:
-        metrics=expand(
-            "results/{{dataset}}/evaluation/{model}/metrics.json", model=MODELS
-        ),
+        metrics=comparison_inputs,
         code=library_files("evaluation"),
     output:
         comparison=report(
@@ -40,6 +38,6 @@ rule compare_models:
     conda:
         "../../envs/deconflow.yaml"
     params:
-        models=MODELS,
+        models=comparison_models,
     script:
         "../scripts/compare_models.py"

@@ -176,6 +176,9 @@ class SparseDeconvolutionNet(nn.Module):
     def __init__(self, n_features: int, n_types: int, hidden_sizes, dropout: float, inputs: str, normalization: str, nnls_iterations: int = 400):
         super().__init__()
         self.inputs, self.normalization, self.nnls_iterations = inputs, normalization, int(nnls_iterations)
+        #: optional memo {row hash: NNLS block}; the layer is fixed, so during training each
+        #: mixture's NNLS is solved once instead of every epoch (set by the learner only)
+        self.nnls_cache: dict | None = None
         self.register_buffer("signature", torch.zeros(n_features, n_types))  # scaled to max 1
         self.register_buffer("fill_values", torch.zeros(n_features))
         self.register_buffer("feature_mean", torch.zeros(n_features))
@@ -215,9 +218,26 @@ class SparseDeconvolutionNet(nn.Module):
         self.feature_mean.copy_(scaled.mean(dim=0))
         self.feature_std.copy_(std.clamp_min(max(float(std.median()) * 0.1, 1e-6)))
         if self.inputs in ("nnls", "both"):
-            summaries = torch.cat([self._nnls_block(x[i : i + 512])[1] for i in range(0, len(x), 512)])
+            if self.nnls_cache is not None:  # fill the memo in large batches (FISTA cost is per batch)
+                blocks = torch.cat([self._cached_nnls_block(x[i : i + 512]) for i in range(0, len(x), 512)])
+                summaries = blocks[:, -2:]
+            else:
+                summaries = torch.cat([self._nnls_block(x[i : i + 512])[1] for i in range(0, len(x), 512)])
             self.summary_mean.copy_(summaries.mean(dim=0))
             self.summary_std.copy_(summaries.std(dim=0).clamp_min(1e-3))
+
+    def _cached_nnls_block(self, features: torch.Tensor) -> torch.Tensor:
+        import hashlib
+
+        rows = features.detach().float().cpu().numpy()
+        keys = [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in rows]
+        todo = [i for i, key in enumerate(keys) if key not in self.nnls_cache]
+        if todo:
+            p, summary = self._nnls_block(features[todo])
+            block = torch.cat([p, summary], dim=1).cpu()
+            for j, i in enumerate(todo):
+                self.nnls_cache[keys[i]] = block[j]
+        return torch.stack([self.nnls_cache[key] for key in keys]).to(features.device)
 
     def network_inputs(self, features: torch.Tensor) -> torch.Tensor:
         parts = []
@@ -225,7 +245,11 @@ class SparseDeconvolutionNet(nn.Module):
             parts.append((self._scaled(features.float()) - self.feature_mean) / self.feature_std)
         if self.inputs in ("nnls", "both"):
             with torch.no_grad():
-                p, summary = self._nnls_block(features)
+                if self.nnls_cache is not None:
+                    block = self._cached_nnls_block(features)
+                    p, summary = block[:, :-2], block[:, -2:]
+                else:
+                    p, summary = self._nnls_block(features)
             parts += [3.0 * p.sqrt(), (summary - self.summary_mean) / self.summary_std]
         return torch.cat(parts, dim=1)
 
@@ -281,6 +305,11 @@ class SparseModel(FittedModel):
         features = np.atleast_2d(np.asarray(features, dtype=np.float64))
         return nnls_proportions(self.signature_values / scale, features / scale, columns=called)
 
+    def predict_partial(self, features: np.ndarray) -> np.ndarray:
+        """NaN features need no special path: the network imputes them with the train mean of
+        each feature (not 0, which would be wrong for betas) and the refit NNLS drops them."""
+        return self.predict(features)
+
     def state(self) -> dict:
         return {
             "settings": dict(self.settings),
@@ -326,6 +355,7 @@ def make_learner(train, signature: pd.DataFrame, settings: dict, context: Learne
     normalization = train.normalization if train.normalization in ("cpm", "beta") else "cpm"
     signature_values = signature.to_numpy(dtype=np.float64)
     net = _build_net(len(signature.index), len(signature.columns), settings, normalization)
+    net.nnls_cache = {}
     net.set_statistics(signature_values, np.asarray(train.features, dtype=np.float32))
     return SparseLearner(net, settings, list(signature.index), list(signature.columns), normalization, signature_values)
 
