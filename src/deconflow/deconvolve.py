@@ -46,7 +46,7 @@ def align_bulk(bulk: pd.DataFrame, model: FittedModel, min_overlap: int, source=
             raise DeconflowError(source, f"samples {bad} have no counts on the shared genes", "drop these samples")
         values = values / totals * CPM_SCALE
     elif model.normalization == "beta":
-        if values.min() < 0 or values.max() > 1:
+        if np.nanmin(values) < 0 or np.nanmax(values) > 1:
             raise DeconflowError(source, "methylation betas outside [0, 1]", "give beta values (methylated / total reads)")
     else:
         raise ValueError(f"unknown normalization {model.normalization!r}")
@@ -59,7 +59,7 @@ def align_bulk(bulk: pd.DataFrame, model: FittedModel, min_overlap: int, source=
 def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000) -> pd.DataFrame:
     """Model checkpoint + bulk file -> proportions CSV (samples x cell types)."""
     model = load_model(model_path)
-    bulk = read_bulk(bulk_path)
+    bulk = read_bulk(bulk_path, allow_missing=model.normalization == "beta")
     features, n_shared = align_bulk(bulk, model, min_overlap, source=bulk_path)
     log.info("%d of %d model features matched in %s (%d samples)", n_shared, len(model.feature_names), bulk_path, bulk.shape[1])
     proportions = model.predict_partial(features)

@@ -202,11 +202,11 @@ def write_reference_h5ad(
 
 
 # --------------------------------------------------------------------------- bulk
-def read_bulk(path: str | Path) -> pd.DataFrame:
+def read_bulk(path: str | Path, allow_missing: bool = False) -> pd.DataFrame:
     """Read a bulk matrix (features x samples) from TSV/CSV (optionally .gz) or h5ad.
 
     For h5ad, samples are observations (rows) as in AnnData, and the result is transposed
-    to features x samples.
+    to features x samples. ``allow_missing`` accepts NaN (uncovered methylation regions).
     """
     path = Path(path)
     if not path.exists():
@@ -249,6 +249,8 @@ def read_bulk(path: str | Path) -> pd.DataFrame:
     _check_unique(df.index, "feature (gene/region) ids", path, "sum or drop duplicated rows before deconvolution")
     _check_unique(df.columns, "sample ids", path, "give every sample column a unique name")
     values = df.to_numpy(dtype=np.float64)
+    if allow_missing:  # methylation: uncovered regions are NaN; inf is still an error
+        values = values[~np.isnan(values)]
     _check_finite(values, path, "the bulk matrix")
     return df.astype(np.float64)
 

@@ -186,3 +186,25 @@ def test_deconvolve_file_overlap_error_names_bulk_file(tmp_path):
         deconvolve_file(model_path, bulk_path, tmp_path / "out.csv", min_overlap=2)
     assert str(bulk_path) in str(info.value)
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_methylation_bulk_with_uncovered_regions_is_deconvolved(tmp_path):
+    """Beta bulk files may have NaN (no reads): NNLS uses the covered regions only."""
+    import numpy as np
+    import pandas as pd
+
+    from deconflow.deconvolve import deconvolve_file
+    from deconflow.models import save_checkpoint
+    from deconflow.models.nnls import NNLSModel
+
+    rng = np.random.default_rng(4)
+    atlas = pd.DataFrame(rng.random((300, 5)), index=[f"r{i}" for i in range(300)], columns=list("abcde"))
+    truth = np.array([0.5, 0.0, 0.3, 0.2, 0.0])
+    betas = atlas.to_numpy() @ truth
+    betas[rng.choice(300, 40, replace=False)] = np.nan
+    bulk = tmp_path / "bulk.tsv"
+    pd.DataFrame({"s1": betas}, index=atlas.index).to_csv(bulk, sep="\t")
+    ckpt = tmp_path / "nnls.pt"
+    save_checkpoint(NNLSModel(atlas, normalization="beta").checkpoint(), ckpt)
+    table = deconvolve_file(ckpt, bulk, tmp_path / "out.csv", min_overlap=100)
+    np.testing.assert_allclose(table.loc["s1"].to_numpy(), truth, atol=1e-6)
