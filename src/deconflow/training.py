@@ -94,6 +94,8 @@ TRAINER_DEFAULTS: dict = {
     "learning_rate": 1e-3,  # AdamW learning rate
     "weight_decay": 1e-5,  # AdamW weight decay
     "lr_schedule": "cosine",  # "cosine" (to 1 % of the start over `epochs`) or "constant"
+    "warmup_epochs": 0,  # linear learning-rate warm-up over this many epochs before the schedule
+    "gradient_accumulation": 1,  # optimiser step every N batches (effective batch = N * batch_size)
     "grad_clip": 5.0,  # max gradient norm; 0 disables clipping
     "patience": 10,  # early stopping: epochs without a val-loss improvement > min_delta
     "min_delta": 0.0,  # improvement needed to reset the patience counter
@@ -106,6 +108,22 @@ TRAINER_DEFAULTS: dict = {
 }
 
 LEARNED_MODULES_EXPECTED = ("DEFAULTS", "make_learner")
+
+
+def _lr_factor(schedule: str, warmup_epochs: int, epochs: int):
+    """Learning-rate multiplier per epoch: linear warm-up, then cosine to 1 % (or constant)."""
+    if schedule not in ("cosine", "constant"):
+        raise DeconflowError(None, f"unknown lr_schedule {schedule!r}", "use `cosine` or `constant` in train.lr_schedule")
+
+    def factor(epoch: int) -> float:
+        if epoch < warmup_epochs:
+            return (epoch + 1) / warmup_epochs
+        if schedule == "constant":
+            return 1.0
+        span = max(1, epochs - warmup_epochs)
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(epoch - warmup_epochs, span) / span))
+
+    return factor
 
 
 # --------------------------------------------------------------------------- contract
@@ -310,10 +328,10 @@ def train_learner(
         params = [p for p in module.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=float(settings["learning_rate"]), weight_decay=float(settings["weight_decay"]))
         epochs = int(settings["epochs"])
-        if settings["lr_schedule"] == "cosine":
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=float(settings["learning_rate"]) * 0.01)
-        else:
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, _lr_factor(settings["lr_schedule"], int(settings["warmup_epochs"]), epochs)
+        )
+        accumulate = max(1, int(settings["gradient_accumulation"]))
         use_amp = device.type == "cuda" and bool(settings["mixed_precision"])
         amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
@@ -364,17 +382,19 @@ def train_learner(
                     batch = {"features": train_x[idx], "proportions": train_p[idx]}
                     for key, value in _draw_aux(aux_train, aux_batch, generator).items():
                         batch[key] = value
-                    optimizer.zero_grad(set_to_none=True)
+                    if b % accumulate == 0:
+                        optimizer.zero_grad(set_to_none=True)
                     with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
                         terms = learner.loss_terms(batch)
                     _check_finite(terms, epoch, "train")
                     total = _weighted_total(terms, learner.loss_weights)
-                    scaler.scale(total).backward()
-                    if settings["grad_clip"]:
-                        scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(params, float(settings["grad_clip"]))
-                    scaler.step(optimizer)
-                    scaler.update()
+                    scaler.scale(total / accumulate).backward()
+                    if (b + 1) % accumulate == 0 or b + 1 == n_batches:
+                        if settings["grad_clip"]:
+                            scaler.unscale_(optimizer)
+                            torch.nn.utils.clip_grad_norm_(params, float(settings["grad_clip"]))
+                        scaler.step(optimizer)
+                        scaler.update()
                     for name, value in terms.items():
                         sums[name] = sums.get(name, 0.0) + float(value.detach())
                     sums["total"] = sums.get("total", 0.0) + float(total.detach())

@@ -132,3 +132,15 @@ def test_monitor_prints_latest_epochs(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "3 epochs" in text and "val_mae" in text
     assert "best epoch" in format_history(pd.read_csv(out["history"]))
+
+
+def test_lr_schedule_warms_up_linearly_then_cosine_decays_to_one_percent():
+    from deconflow.training import _lr_factor
+
+    factor = _lr_factor("cosine", warmup_epochs=4, epochs=14)
+    assert [factor(e) for e in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert factor(4) == pytest.approx(1.0)
+    decay = [factor(e) for e in range(4, 15)]
+    assert all(a > b for a, b in zip(decay, decay[1:]))
+    assert factor(14) == pytest.approx(0.01)
+    assert _lr_factor("constant", 0, 10)(7) == 1.0
