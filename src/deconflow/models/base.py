@@ -77,3 +77,15 @@ def read_checkpoint(path: str | Path) -> dict:
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise DeconflowError(path, "not a deconflow checkpoint", "pass a checkpoint_best.pt written by deconflow")
     return ckpt
+
+
+def predict_in_batches(proportions_fn, features: np.ndarray, n_types: int, batch_size: int = 1024) -> np.ndarray:
+    """Run a torch ``features -> proportions`` function over CPU batches, without gradients."""
+    import torch
+
+    features = np.atleast_2d(np.asarray(features, dtype=np.float32))
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(features), batch_size):
+            out.append(proportions_fn(torch.from_numpy(features[start : start + batch_size])).double().numpy())
+    return np.concatenate(out) if out else np.zeros((0, n_types))

@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from ..errors import DeconflowError
 from ..training import Learner, LearnerContext
-from .base import FittedModel
+from .base import FittedModel, predict_in_batches
 
 log = logging.getLogger(__name__)
 
@@ -246,12 +246,7 @@ class HPVADEModel(FittedModel):
         return cls(copy, architecture, feature_names, cell_types, "cpm", scaling)
 
     def predict(self, features: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        features = np.atleast_2d(np.asarray(features, dtype=np.float32))
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(features), batch_size):
-                out.append(self.net.proportions(torch.from_numpy(features[start : start + batch_size])).double().numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(self.cell_types)))
+        return predict_in_batches(self.net.proportions, features, len(self.cell_types), batch_size)
 
     def signature_cpm(self) -> pd.DataFrame:
         with torch.no_grad():
