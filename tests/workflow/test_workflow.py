@@ -125,3 +125,61 @@ def test_tiny_methylation_run(tmp_path, embedded_resources):
         assert (results / "plots" / model / "miami.png").stat().st_size > 0
     sparse = pd.read_csv(results / "evaluation" / "sparse" / "summary_stats.csv")
     assert (sparse["predicted_proportion"] == 0).any()  # absent tissues are exactly zero
+
+
+def _dry_run_after(work, *extra):
+    return scheduled_jobs(snakemake(work, *TEST_CONFIG, "-n", *extra).stdout)
+
+
+def _touch(path):
+    now = time.time() + 5
+    os.utime(path, (now, now))
+
+
+AFTER_TRAINING = {"evaluate_model": 1, "plot_model": 1, "deconvolve_bulk": 1, "compare_models": 1, "all": 1}
+
+
+def test_invalidation_is_exactly_downstream(tiny_run):
+    """Library edits, params and inputs each rerun exactly what depends on them."""
+    work, _ = tiny_run
+    try:
+        _touch(work / "src" / "deconflow" / "training.py")  # used by training of learned models only
+        assert _dry_run_after(work) == {
+            "train_model": 2, "evaluate_model": 2, "plot_model": 2, "deconvolve_bulk": 2, "compare_models": 1, "all": 1
+        }
+        snakemake(work, *TEST_CONFIG, "--touch")
+
+        # a loss weight of one model: that model's training and what follows, no pseudobulk
+        jobs = _dry_run_after(work, "--config", 'train={"hpvade": {"lambda_bulk": 6.0}}')
+        assert jobs == {"train_model": 1, **AFTER_TRAINING}
+
+        _touch(work / "resources" / "pbmc" / "bulk.tsv")  # only deconvolution of that dataset
+        assert _dry_run_after(work) == {"deconvolve_bulk": 3, "all": 1}
+    finally:
+        snakemake(work, *TEST_CONFIG, "--touch")
+
+
+def test_old_log_scaled_pseudobulk_is_refused_not_reused(tiny_run, tmp_path):
+    """A mixture file made under another normalisation stops evaluation with the rule to rerun."""
+    import h5py
+
+    work, _ = tiny_run
+    stale = tmp_path / "test.h5"
+    stale.write_bytes((work / "results/tiny/pseudobulk/test.h5").read_bytes())
+    with h5py.File(stale, "r+") as h5:
+        h5.attrs["log_transformed"] = True
+    cmd = [sys.executable, "-c", (
+        "import sys; from deconflow.evaluation import evaluate_checkpoint; from deconflow.errors import DeconflowError\n"
+        "try:\n evaluate_checkpoint(sys.argv[1], sys.argv[2], 'cpm')\nexcept DeconflowError as e:\n print(e); sys.exit(3)"
+    ), str(work / "results/tiny/models/nnls/checkpoint_best.pt"), str(stale)]
+    proc = subprocess.run(cmd, env=run_env(work), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3
+    assert str(stale) in proc.stdout and "make_pseudobulk" in proc.stdout and "log-transformed" in proc.stdout
+
+
+def test_html_report_contains_the_plots(tiny_run):
+    work, _ = tiny_run
+    snakemake(work, *TEST_CONFIG, "--report", "report.html")
+    html = (work / "report.html").read_text(errors="ignore")
+    for name in ("miami.png", "scatter.png", "comparison.csv", "training_log.csv"):
+        assert name in html
