@@ -99,6 +99,9 @@ TRAINER_DEFAULTS: dict = {
     "grad_clip": 5.0,  # max gradient norm; 0 disables clipping
     "patience": 10,  # early stopping: epochs without a val-loss improvement > min_delta
     "min_delta": 0.0,  # improvement needed to reset the patience counter
+    # what picks the best epoch and drives early stopping: "loss" (weighted validation selection
+    # terms) or "val_mae" (validation MAE of the proportions)
+    "selection_metric": "loss",
     "device": "auto",  # auto (CUDA if available, else CPU) | cpu | cuda
     "num_threads": 2,  # torch CPU threads
     "mixed_precision": True,  # bf16 autocast on CUDA; ignored on CPU
@@ -108,6 +111,15 @@ TRAINER_DEFAULTS: dict = {
 }
 
 LEARNED_MODULES_EXPECTED = ("DEFAULTS", "make_learner")
+
+
+def _selection_score(row: dict, metric: str) -> float:
+    """Lower is better: the weighted validation selection loss, or the validation MAE."""
+    if metric == "loss":
+        return float(row["val_selection"])
+    if metric == "val_mae":
+        return float(row["val_mae"])
+    raise DeconflowError(None, f"unknown selection_metric {metric!r}", "use `loss` or `val_mae` in train.selection_metric")
 
 
 def _lr_factor(schedule: str, warmup_epochs: int, epochs: int):
@@ -409,10 +421,11 @@ def train_learner(
                 row.update({f"val_{k}": v for k, v in val_terms.items()})
                 row.update({"val_mae": metrics["mae"], "val_mean_r": metrics["mean_r"], "lr": lr, "seconds": time.perf_counter() - started})
                 rows.append(row)
-                improved = val_terms["selection"] < best_loss - float(settings["min_delta"])
+                score = _selection_score(row, settings["selection_metric"])
+                improved = score < best_loss - float(settings["min_delta"])
                 fitted = learner.fitted()
                 if improved:
-                    best_loss, bad_epochs = val_terms["selection"], 0
+                    best_loss, bad_epochs = score, 0
                     best_checkpoint = fitted.checkpoint({**base_provenance, "epoch": epoch, "val_loss": best_loss, "val_mae": metrics["mae"]})
                     if outputs.get("best"):
                         save_checkpoint(best_checkpoint, outputs["best"])
@@ -453,7 +466,7 @@ def train_learner(
         if outputs.get("history"):
             write_history(rows, outputs["history"])
     if rows:
-        best_row = min(rows, key=lambda r: r["val_selection"])
+        best_row = min(rows, key=lambda r: _selection_score(r, settings["selection_metric"]))
         log.info("best epoch %d: val loss %.6g, val MAE %.4f, val mean r %.3f; %.1f s over %d epochs",
                  best_row["epoch"], best_row["val_selection"], best_row["val_mae"], best_row["val_mean_r"],
                  sum(r["seconds"] for r in rows), len(rows))
