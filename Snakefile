@@ -5,7 +5,12 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# A --configfile on the command line replaces the default config instead of being merged into
+# it (keys it leaves out take the schema's defaults). Unlike --replace-workflow-config this also
+# holds inside cluster jobs, which re-run snakemake with the same --configfile.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

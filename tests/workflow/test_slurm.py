@@ -286,7 +286,7 @@ def _scontrol_job(jobid: str) -> dict[str, str]:
 
 
 def test_tiny_config_through_slurm_matches_local_run(local_slurm_cluster, tmp_path):
-    snakemake = [sys.executable, "-m", "snakemake", "--configfile", TEST_CONFIG, "--replace-workflow-config"]
+    snakemake = [sys.executable, "-m", "snakemake", "--configfile", TEST_CONFIG]
     snakemake += _learned_model_args()
     # One snapshot of the project, copied twice before either run starts.
     snapshot = _workdir_copy(tmp_path / "snapshot")

@@ -113,7 +113,7 @@ def test_lint_is_clean(tmp_path):
 def test_tiny_methylation_run(tmp_path, embedded_resources):
     """The methylation chain end to end: atlas -> cfDNA-like mixtures -> nnls + sparse -> evaluation."""
     work = project_copy(tmp_path, embedded_resources)
-    snakemake(work, "--configfile", "config/test_methylation.yaml", "--replace-workflow-config")
+    snakemake(work, "--configfile", "config/test_methylation.yaml")
     results = work / "results" / "tinycfdna"
     comparison = pd.read_csv(results / "evaluation" / "comparison.csv")
     assert comparison["model"].tolist() == ["nnls", "sparse"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT_ITEMS = ["Snakefile", "workflow", "config", "profiles", "src", "envs"]
-TEST_CONFIG = ["--configfile", "config/test.yaml", "--replace-workflow-config"]
+TEST_CONFIG = ["--configfile", "config/test.yaml"]
 RUN_TIMEOUT_S = 900
 
 
