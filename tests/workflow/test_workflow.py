@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -15,6 +16,19 @@ import pytest
 from wfutil import TEST_CONFIG, csv_bytes, project_copy, run_env, scheduled_jobs, snakemake
 
 pytestmark = pytest.mark.workflow
+
+@contextlib.contextmanager
+def touched(path):
+    """Give ``path`` a newer mtime than every output, then restore the original one, so the
+    shared tiny run is up to date again for the next test (no job is run)."""
+    original = path.stat()
+    future = time.time() + 60
+    os.utime(path, (future, future))
+    try:
+        yield path
+    finally:
+        os.utime(path, ns=(original.st_atime_ns, original.st_mtime_ns))
+
 
 DOWNSTREAM_OF_REFERENCE = {
     "split_reference": 1,
@@ -79,14 +93,9 @@ def test_up_to_date_run_schedules_nothing_and_touch_reruns_exactly_downstream(ti
     assert scheduled_jobs(snakemake(work, *TEST_CONFIG, "-n").stdout) == {}
     reference = work / "resources" / "pbmc" / "reference.h5ad"
     before = reference.read_bytes()
-    now = time.time() + 5
-    os.utime(reference, (now, now))
-    try:
+    with touched(reference):
         jobs = scheduled_jobs(snakemake(work, *TEST_CONFIG, "-n").stdout)
-        assert jobs == DOWNSTREAM_OF_REFERENCE
-    finally:
-        # put the run back in an up-to-date state for the other tests
-        snakemake(work, *TEST_CONFIG, "--touch")
+    assert jobs == DOWNSTREAM_OF_REFERENCE
     assert reference.read_bytes() == before  # inputs are never modified
 
 
@@ -131,9 +140,6 @@ def _dry_run_after(work, *extra):
     return scheduled_jobs(snakemake(work, *TEST_CONFIG, "-n", *extra).stdout)
 
 
-def _touch(path):
-    now = time.time() + 5
-    os.utime(path, (now, now))
 
 
 AFTER_TRAINING = {"evaluate_model": 1, "plot_model": 1, "deconvolve_bulk": 1, "compare_models": 1, "all": 1}
@@ -142,21 +148,15 @@ AFTER_TRAINING = {"evaluate_model": 1, "plot_model": 1, "deconvolve_bulk": 1, "c
 def test_invalidation_is_exactly_downstream(tiny_run):
     """Library edits, params and inputs each rerun exactly what depends on them."""
     work, _ = tiny_run
-    try:
-        _touch(work / "src" / "deconflow" / "training.py")  # used by training of learned models only
+    with touched(work / "src" / "deconflow" / "training.py"):  # used by training of learned models only
         assert _dry_run_after(work) == {
             "train_model": 2, "evaluate_model": 2, "plot_model": 2, "deconvolve_bulk": 2, "compare_models": 1, "all": 1
         }
-        snakemake(work, *TEST_CONFIG, "--touch")
-
-        # a loss weight of one model: that model's training and what follows, no pseudobulk
-        jobs = _dry_run_after(work, "--config", 'train={"hpvade": {"lambda_bulk": 6.0}}')
-        assert jobs == {"train_model": 1, **AFTER_TRAINING}
-
-        _touch(work / "resources" / "pbmc" / "bulk.tsv")  # only deconvolution of that dataset
+    # a loss weight of one model: that model's training and what follows, no pseudobulk
+    jobs = _dry_run_after(work, "--config", 'train={"hpvade": {"lambda_bulk": 6.0}}')
+    assert jobs == {"train_model": 1, **AFTER_TRAINING}
+    with touched(work / "resources" / "pbmc" / "bulk.tsv"):  # only deconvolution of that dataset
         assert _dry_run_after(work) == {"deconvolve_bulk": 3, "all": 1}
-    finally:
-        snakemake(work, *TEST_CONFIG, "--touch")
 
 
 def test_old_log_scaled_pseudobulk_is_refused_not_reused(tiny_run, tmp_path):
