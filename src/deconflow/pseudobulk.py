@@ -86,6 +86,26 @@ def selection_matrix(
     return sp.csr_matrix((data, (rows, cols)), shape=(n_mix, n_cells_total))  # duplicates are summed
 
 
+#: dense BLAS is used while the pool's dense count matrix stays below this many entries (~800 MB)
+MAX_DENSE_ENTRIES = 200_000_000
+
+
+def sum_selected_counts(W: sp.csr_matrix, counts: sp.csr_matrix, cells_per_mixture: int) -> np.ndarray:
+    """Raw-count sums of every mixture (dense mixtures x genes), exactly.
+
+    A dense BLAS product is ~3x faster than scipy's sparse x sparse product here, and exact in
+    float32 as long as every per-gene sum stays below 2**24 (integers are then represented
+    exactly, whatever the summation order or thread count); beyond that float64 is used. Large
+    references (dense matrix over MAX_DENSE_ENTRIES) keep the sparse product.
+    """
+    n_cells, n_genes = counts.shape
+    if n_cells * n_genes > MAX_DENSE_ENTRIES:
+        return np.asarray((W @ counts).todense(), dtype=np.float64)
+    max_count = float(counts.max()) if counts.nnz else 0.0
+    dtype = np.float32 if max_count * cells_per_mixture < 2**24 else np.float64
+    return (W.toarray().astype(dtype) @ counts.toarray().astype(dtype)).astype(np.float64)
+
+
 def make_pseudobulk(
     counts: sp.csr_matrix,
     labels: np.ndarray,
@@ -107,8 +127,8 @@ def make_pseudobulk(
     target = sample_proportions(settings.n_mixtures, len(cell_types), rng, settings)
     n_per_type = cells_per_type(target, settings.cells_per_mixture)
     W = selection_matrix(n_per_type, pools, counts.shape[0], rng)
-    summed = W @ sp.csr_matrix(counts)
-    mixtures = np.asarray(cpm(summed).todense(), dtype=np.float32)
+    summed = sum_selected_counts(W, sp.csr_matrix(counts), settings.cells_per_mixture)
+    mixtures = cpm(summed).astype(np.float32)
     proportions = n_per_type / settings.cells_per_mixture
     return mixtures, proportions
 

@@ -76,3 +76,16 @@ def test_split_file_has_provenance_and_refuses_missing_type(marker_reference, tm
     with pytest.raises(Exception, match="no cells in the val split"):
         pseudobulk_for_split(ref, only_one_type, "val", MixtureSettings(n_mixtures=5), 1, tmp_path / "val.h5")
     assert not (tmp_path / "val.h5").exists()
+
+
+def test_dense_and_sparse_summation_paths_are_bit_identical(marker_reference, monkeypatch):
+    """The BLAS path must give exactly the sparse product's CPM (integer sums are exact)."""
+    import deconflow.pseudobulk as pseudobulk
+
+    ref = marker_reference
+    s = MixtureSettings(n_mixtures=30, cells_per_mixture=60)
+    dense = make_pseudobulk(ref.counts, ref.labels, ref.cell_types, s, seed=4)
+    monkeypatch.setattr(pseudobulk, "MAX_DENSE_ENTRIES", 0)
+    sparse = make_pseudobulk(ref.counts, ref.labels, ref.cell_types, s, seed=4)
+    np.testing.assert_array_equal(dense[0], sparse[0])
+    np.testing.assert_array_equal(dense[1], sparse[1])
