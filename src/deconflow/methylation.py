@@ -58,7 +58,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DeconflowError
-from .io import file_checksum, write_mixtures, write_table
+from .io import _check_unique, file_checksum, write_mixtures, write_table
 
 NANOMIX_PACKAGE = "nanomix==0.2.0"
 NANOMIX_ATLAS_MEMBER = "nanomix/tests/test_data/39Bisulfite.tsv"
@@ -86,12 +86,8 @@ def _validate_atlas(atlas: pd.DataFrame, source) -> pd.DataFrame:
         )
     atlas.index = atlas.index.astype(str)
     atlas.columns = atlas.columns.astype(str)
-    for what, names, fix in (
-        ("region ids", atlas.index, "merge or drop duplicated regions"),
-        ("cell types", atlas.columns, "give every cell-type column a unique name"),
-    ):
-        if names.has_duplicates:
-            raise DeconflowError(source, f"duplicate {what}: {names[names.duplicated()].unique()[:5].tolist()}", fix)
+    _check_unique(atlas.index, "region ids", source, "merge or drop duplicated regions")
+    _check_unique(atlas.columns, "cell types", source, "give every cell-type column a unique name")
     values = atlas.to_numpy(dtype=np.float64)
     if not np.all(np.isfinite(values)):
         bad = atlas.index[~np.isfinite(values).all(axis=1)][:5].tolist()
