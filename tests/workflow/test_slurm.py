@@ -8,7 +8,7 @@ checks what the cluster saw, not only what snakemake says:
 * train_model was submitted to partition `gpu` with exactly one GPU, CPU rules to `cpu`
   without GPUs;
 * the CSV results are byte-identical to a local run of the same config and seed (except
-  wall-clock columns, TIMING_COLUMNS).
+  the wall-clock `seconds` column of training_log.csv).
 
 If config/test.yaml lists no learned model, one (scaden, 2 epochs) is added with --config for
 both runs, so that the GPU rule train_model is part of the run.
@@ -24,8 +24,6 @@ is set: then it fails instead of skipping. Every wait is bounded: the cluster st
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import re
@@ -39,6 +37,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from wfutil import csv_bytes, run_env
 
 pytestmark = pytest.mark.slurm
 
@@ -189,36 +189,11 @@ def _workdir_copy(dest: Path) -> Path:
 
 
 def _run_env(workdir: Path) -> dict:
-    """The test's python first on PATH and the copy's library first on PYTHONPATH.
-
-    SLURM jobs inherit both (sbatch --export=ALL). PYTHONPATH pins the library to the snapshot
-    taken for this run, so edits to src/ while the test runs cannot make the runs differ.
-    """
-    env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in [str(workdir / "src"), env.get("PYTHONPATH", "")] if p
-    )
+    """wfutil.run_env (the test's python and the copy's library pinned for this snapshot, which
+    SLURM jobs inherit via sbatch --export=ALL), minus any SLURM job id of an enclosing job."""
+    env = run_env(workdir)
     env.pop("SLURM_JOB_ID", None)
     return env
-
-
-# Wall-clock columns: the only CSV content allowed to differ between two runs.
-TIMING_COLUMNS = {"training_log.csv": "seconds"}
-
-
-def _csv_files(root: Path) -> dict[str, bytes]:
-    """results/**/*.csv as bytes; timing columns (see TIMING_COLUMNS) cut out."""
-    files = {}
-    for path in sorted((root / "results").rglob("*.csv")):
-        content = path.read_bytes()
-        timing = TIMING_COLUMNS.get(path.name)
-        if timing:
-            rows = list(csv.reader(io.StringIO(content.decode())))
-            drop = rows[0].index(timing)
-            content = "\n".join(",".join(r[:drop] + r[drop + 1 :]) for r in rows).encode()
-        files[str(path.relative_to(root))] = content
-    return files
 
 
 def _learned_model_args() -> list[str]:
@@ -369,8 +344,8 @@ def test_tiny_config_through_slurm_matches_local_run(local_slurm_cluster, tmp_pa
     print(f"sbatch ({cpu_call['rule']}):", cpu_call["head"])
 
     # Same results as the local run, byte for byte.
-    local_csv = _csv_files(local_dir)
-    slurm_csv = _csv_files(slurm_dir)
+    local_csv = csv_bytes(local_dir)
+    slurm_csv = csv_bytes(slurm_dir)
     assert local_csv, "the local run wrote no CSV results"
     assert sorted(slurm_csv) == sorted(local_csv)
     differing = [name for name in local_csv if local_csv[name] != slurm_csv[name]]
