@@ -1,4 +1,5 @@
-"""Figures: Miami plot (true above the axis, predicted mirrored below) and true-vs-predicted scatter."""
+"""Figures: Miami plot (true above the axis, predicted mirrored below), true-vs-predicted scatter and
+training curves (``training_log.csv``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .errors import DeconflowError  # noqa: E402
 from .evaluation import pearson_r, wide_from_long  # noqa: E402
 from .io import atomic_path  # noqa: E402
 
@@ -104,5 +106,89 @@ def scatter_plot(summary: pd.DataFrame, path: str | Path, title: str = "") -> No
     fig.supylabel("predicted proportion")
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+#: columns every ``training_log.csv`` has (written by ``deconflow.training.write_history``)
+TRAINING_LOG_COLUMNS = ("epoch", "val_mae", "val_mean_r")
+_RERUN_TRAINING = "rerun rule train_model for this dataset and model (snakemake --forcerun train_model)"
+
+
+def loss_terms(history: pd.DataFrame) -> list[str]:
+    """Loss terms logged for both training and validation (``train_<term>`` and ``val_<term>``),
+    in log order, with ``total`` last."""
+    terms = [c[len("train_"):] for c in history.columns if c.startswith("train_")]
+    terms = [t for t in terms if f"val_{t}" in history.columns]
+    return [t for t in terms if t != "total"] + [t for t in terms if t == "total"]
+
+
+def check_training_log(history: pd.DataFrame, source=None) -> None:
+    """Refuse a training log without epochs, the validation metrics or a train/val loss pair."""
+    missing = [c for c in TRAINING_LOG_COLUMNS if c not in history.columns]
+    if missing:
+        raise DeconflowError(
+            source,
+            f"training log lacks column(s) {missing} (has {list(history.columns)})",
+            f"give a training_log.csv written by deconflow training; {_RERUN_TRAINING}",
+        )
+    if not loss_terms(history):
+        raise DeconflowError(
+            source,
+            "training log has no loss term logged for both training and validation (train_<term>, val_<term>)",
+            f"give a training_log.csv written by deconflow training; {_RERUN_TRAINING}",
+        )
+    if history.empty:
+        raise DeconflowError(source, "training log has no epochs", _RERUN_TRAINING)
+
+
+def read_training_log(path: str | Path) -> pd.DataFrame:
+    """A ``training_log.csv`` as a table (one row per epoch), checked by :func:`check_training_log`."""
+    path = Path(path)
+    if not path.exists():
+        raise DeconflowError(path, "training log does not exist", _RERUN_TRAINING)
+    try:
+        history = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise DeconflowError(path, f"training log is not a readable CSV ({err})", _RERUN_TRAINING) from err
+    check_training_log(history, path)
+    return history
+
+
+def training_curves_plot(history: pd.DataFrame, path: str | Path, title: str = "", source=None) -> None:
+    """One panel per loss term (training solid, validation dashed; the total panel also shows the
+    validation selection loss when logged), then validation MAE and validation mean r per epoch.
+    ``source`` names the log in errors."""
+    check_training_log(history, source)
+    terms = loss_terms(history)
+    epochs = history["epoch"].to_numpy()
+    n_panels = len(terms) + 2
+    ncols = min(4, n_panels)
+    nrows = int(np.ceil(n_panels / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows), squeeze=False)
+    panels = [ax for row in axes for ax in row]
+    marker = "o" if len(epochs) <= 30 else None
+    for ax, term in zip(panels, terms):
+        ax.plot(epochs, history[f"train_{term}"], color="tab:blue", marker=marker, markersize=3, label="train")
+        ax.plot(epochs, history[f"val_{term}"], color="tab:orange", linestyle="--", marker=marker, markersize=3,
+                label="validation")
+        if term == "total" and "val_selection" in history.columns:
+            ax.plot(epochs, history["val_selection"], color="tab:green", linestyle=":", label="val. selection")
+        values = history[[f"train_{term}", f"val_{term}"]].to_numpy()
+        if np.all(values > 0) and values.max() / values.min() > 100:
+            ax.set_yscale("log")
+        ax.set_title(f"loss: {term}", fontsize=9)
+        ax.legend(fontsize=7, frameon=False)
+    for ax, column, label in ((panels[len(terms)], "val_mae", "validation MAE"),
+                              (panels[len(terms) + 1], "val_mean_r", "validation mean r")):
+        ax.plot(epochs, history[column], color="tab:red", marker=marker, markersize=3)
+        ax.set_title(label, fontsize=9)
+    for ax in panels[:n_panels]:
+        ax.tick_params(labelsize=7)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    for ax in panels[n_panels:]:
+        ax.axis("off")
+    fig.supxlabel("epoch")
+    fig.suptitle(f"Training curves {title}".strip())
     fig.tight_layout()
     _save(fig, path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -39,6 +40,7 @@ DOWNSTREAM_OF_REFERENCE = {
     "evaluate_model": 3,
     "compare_models": 1,
     "plot_model": 3,
+    "plot_training": 2,
     "deconvolve_bulk": 3,
     "all": 1,
 }
@@ -59,6 +61,7 @@ def test_default_dry_run_lists_every_stage(tmp_path):
         "evaluate_model": 2,
         "compare_models": 1,
         "plot_model": 2,
+        "plot_training": 1,
     }
     expected = {rule: rna.get(rule, 0) + methylation.get(rule, 0) for rule in {*rna, *methylation}}
     assert jobs == expected
@@ -84,6 +87,8 @@ def test_tiny_run_produces_every_output(tiny_run):
     for model in ("hpvade", "scaden"):
         history = pd.read_csv(results / "models" / model / "training_log.csv")
         assert len(history) == 2 and (results / "models" / model / "checkpoint_last.pt").exists()
+        assert (results / "plots" / model / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (results / "plots" / "nnls" / "training_curves.png").exists()  # a baseline has no training log
     log = (work / "logs" / "tiny" / "build_signature.log").read_text()
     assert "signature initialised from cell-type mean CPM" in log
 
@@ -132,6 +137,7 @@ def test_tiny_methylation_run(tmp_path, embedded_resources):
         sums = summary.groupby("sample_id")["predicted_proportion"].sum()
         np.testing.assert_allclose(sums.to_numpy(), 1.0, atol=1e-5)
         assert (results / "plots" / model / "miami.png").stat().st_size > 0
+    assert (results / "plots" / "sparse" / "training_curves.png").stat().st_size > 0
     sparse = pd.read_csv(results / "evaluation" / "sparse" / "summary_stats.csv")
     assert (sparse["predicted_proportion"] == 0).any()  # absent tissues are exactly zero
 
@@ -142,7 +148,9 @@ def _dry_run_after(work, *extra):
 
 
 
-AFTER_TRAINING = {"evaluate_model": 1, "plot_model": 1, "deconvolve_bulk": 1, "compare_models": 1, "all": 1}
+AFTER_TRAINING = {
+    "evaluate_model": 1, "plot_model": 1, "plot_training": 1, "deconvolve_bulk": 1, "compare_models": 1, "all": 1
+}
 
 
 def test_invalidation_is_exactly_downstream(tiny_run):
@@ -150,7 +158,8 @@ def test_invalidation_is_exactly_downstream(tiny_run):
     work, _ = tiny_run
     with touched(work / "src" / "deconflow" / "training.py"):  # used by training of learned models only
         assert _dry_run_after(work) == {
-            "train_model": 2, "evaluate_model": 2, "plot_model": 2, "deconvolve_bulk": 2, "compare_models": 1, "all": 1
+            "train_model": 2, "evaluate_model": 2, "plot_model": 2, "plot_training": 2, "deconvolve_bulk": 2,
+            "compare_models": 1, "all": 1,
         }
     # a loss weight of one model: that model's training and what follows, no pseudobulk
     jobs = _dry_run_after(work, "--config", 'train={"hpvade": {"lambda_bulk": 6.0}}')
@@ -181,5 +190,37 @@ def test_html_report_contains_the_plots(tiny_run):
     work, _ = tiny_run
     snakemake(work, *TEST_CONFIG, "--report", "report.html")
     html = (work / "report.html").read_text(errors="ignore")
-    for name in ("miami.png", "scatter.png", "comparison.csv", "training_log.csv"):
+    for name in ("miami.png", "scatter.png", "training_curves.png", "comparison.csv", "training_log.csv"):
         assert name in html
+    for model in ("hpvade", "scaden"):  # the training-curve images themselves are embedded, with their caption
+        png = (work / "results" / "tiny" / "plots" / model / "training_curves.png").read_bytes()
+        assert base64.b64encode(png).decode() in html, model
+    assert "validation selection loss" in html
+
+
+def _cuda_visible() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(_cuda_visible(), reason="device: auto trains on CUDA here; byte-identity is promised on CPU only")
+def test_reproducible_two_runs_with_the_same_seed_give_identical_csvs(tiny_run, embedded_resources, tmp_path):
+    """A second, independent project copy of the tiny config gives byte-identical CSVs (training
+    logs without their wall-clock `seconds` column)."""
+    first, _ = tiny_run
+    second = project_copy(tmp_path / "second-run", embedded_resources)
+    snakemake(second, *TEST_CONFIG)
+    first_csv, second_csv = csv_bytes(first), csv_bytes(second)
+    must_exist = {"results/tiny/evaluation/comparison.csv"} | {
+        f"results/tiny/deconvolution/{model}/proportions.csv" for model in ("nnls", "hpvade", "scaden")
+    } | {f"results/tiny/models/{model}/training_log.csv" for model in ("hpvade", "scaden")}
+    assert must_exist <= set(first_csv), f"missing from the first run: {sorted(must_exist - set(first_csv))}"
+    assert set(first_csv) == set(second_csv), (
+        f"only in the first run: {sorted(set(first_csv) - set(second_csv))}; "
+        f"only in the second: {sorted(set(second_csv) - set(first_csv))}"
+    )
+    differing = sorted(name for name in first_csv if first_csv[name] != second_csv[name])
+    assert not differing, f"{len(differing)} of {len(first_csv)} CSV files differ between the runs: {differing}"

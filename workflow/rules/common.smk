@@ -95,6 +95,8 @@ def all_outputs(wildcards):
         for model in dataset_models(dataset):
             outputs.append(f"results/{dataset}/plots/{model}/miami.png")
             outputs.append(f"results/{dataset}/plots/{model}/scatter.png")
+            if MODULES[model][1]:  # learned: has a training log
+                outputs.append(f"results/{dataset}/plots/{model}/training_curves.png")
             if ds.get("bulk"):
                 outputs.append(
                     f"results/{dataset}/deconvolution/{model}/proportions.csv"

@@ -1,4 +1,5 @@
-# Figures per model: Miami plot (true above the axis, predicted mirrored below) and scatter.
+# Figures per model: Miami plot (true above the axis, predicted mirrored below) and scatter;
+# training curves per learned model.
 
 
 rule plot_model:
@@ -27,3 +28,26 @@ rule plot_model:
         title="{dataset} / {model}",
     script:
         "../scripts/plot_model.py"
+
+
+rule plot_training:
+    input:
+        history="results/{dataset}/models/{model}/training_log.csv",
+        code=library_files("plots"),
+    output:
+        curves=report(
+            "results/{dataset}/plots/{model}/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="{dataset}",
+            subcategory="{model}",
+        ),
+    log:
+        "logs/{dataset}/plot_training/{model}.log",
+    wildcard_constraints:
+        model=alternatives(LEARNED_MODELS),
+    conda:
+        "../../envs/deconflow.yaml"
+    params:
+        title="{dataset} / {model}",
+    script:
+        "../scripts/plot_training.py"
