@@ -8,7 +8,8 @@ import torch
 from deconflow.io import MixtureSet
 from deconflow.methylation import MethylationSimSettings, simulate_methylation
 from deconflow.models import is_learned, load_model, save_checkpoint
-from deconflow.models.sparse import DEFAULTS, batched_nnls, masked_proportions, presence_labels, sparse_loss_terms
+from deconflow.models.nnls import batched_nnls
+from deconflow.models.sparse import DEFAULTS, masked_proportions, presence_labels, sparse_loss_terms
 from deconflow.models.nnls import nnls_proportions
 from deconflow.training import TRAINER_DEFAULTS, train_learner
 

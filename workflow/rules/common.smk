@@ -4,7 +4,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from deconflow.models import MODULES
+from deconflow.registry import MODULES
 
 LIBRARY = Path(workflow.basedir) / "src" / "deconflow"
 SPLITS = ["train", "val", "test"]
@@ -57,8 +57,11 @@ def library_files(*modules):
     return [str(LIBRARY / f"{m}.py") for m in ("errors", "io", "logs") + modules]
 
 
-def model_library_files(wildcards):
-    return library_files("models/__init__", "models/base", f"models/{wildcards.model}")
+# Library sources of a model's jobs, as patterns ({model} is filled in like any wildcard): static
+# patterns rather than input functions keep the dry run of large DAGs fast.
+MODEL_CODE = library_files(
+    "registry", "models/__init__", "models/base", "models/nnls"
+) + [str(LIBRARY / "models" / "{model}.py")]
 
 
 def reference_file(wildcards):
@@ -84,8 +87,7 @@ def reader_settings(wildcards):
     }
 
 
-def checkpoint_file(wildcards):
-    return f"results/{wildcards.dataset}/models/{wildcards.model}/checkpoint_best.pt"
+CHECKPOINT = "results/{dataset}/models/{model}/checkpoint_best.pt"
 
 
 def all_outputs(wildcards):
@@ -137,9 +139,8 @@ def training_inputs(wildcards):
         "train": f"results/{wildcards.dataset}/pseudobulk/train.h5",
         "val": f"results/{wildcards.dataset}/pseudobulk/val.h5",
         "signature": f"results/{wildcards.dataset}/signature/signature.tsv",
-        "code": library_files(
-            "training", "models/__init__", "models/base", f"models/{wildcards.model}"
-        ),
+        "code": [c.format(model=wildcards.model) for c in MODEL_CODE]
+        + library_files("training"),
     }
     if dataset_config(wildcards).get("modality", "rna") == "rna":
         inputs["reference"] = reference_file(wildcards)
@@ -151,12 +152,8 @@ def modality(wildcards):
     return dataset_config(wildcards).get("modality", "rna")
 
 
-def evaluation_library_files(wildcards):
-    return model_library_files(wildcards) + library_files("evaluation")
-
-
-def deconvolution_library_files(wildcards):
-    return model_library_files(wildcards) + library_files("deconvolve", "normalize")
+EVALUATION_CODE = MODEL_CODE + library_files("evaluation")
+DECONVOLUTION_CODE = MODEL_CODE + library_files("deconvolve", "normalize")
 
 
 # Methylation datasets (workflow/rules/methylation.smk)

@@ -3,9 +3,9 @@
 
 rule deconvolve_bulk:
     input:
-        model=checkpoint_file,
+        model=CHECKPOINT,
         bulk=bulk_file,
-        code=deconvolution_library_files,
+        code=DECONVOLUTION_CODE,
     output:
         proportions="results/{dataset}/deconvolution/{model}/proportions.csv",
     log:

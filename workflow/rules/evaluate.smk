@@ -3,9 +3,9 @@
 
 rule evaluate_model:
     input:
-        model=checkpoint_file,
+        model=CHECKPOINT,
         test=mixture_file("test"),
-        code=evaluation_library_files,
+        code=EVALUATION_CODE,
     output:
         summary="results/{dataset}/evaluation/{model}/summary_stats.csv",
         metrics="results/{dataset}/evaluation/{model}/metrics.json",

@@ -5,7 +5,7 @@ rule fit_baseline:
     input:
         train=mixture_file("train"),
         signature="results/{dataset}/signature/signature.tsv",
-        code=model_library_files,
+        code=MODEL_CODE,
     output:
         best="results/{dataset}/models/{model}/checkpoint_best.pt",
     log:

@@ -1,4 +1,4 @@
-"""Model registry.
+"""Models: lookup by name (the names live in ``deconflow.registry``), loading checkpoints.
 
 Each model is a module here with ``fit(train, val, signature, settings, **context) -> FittedModel``
 and a ``FittedModel`` subclass. ``learned`` models are trained by the GPU rule ``train_model``;
@@ -11,15 +11,8 @@ import importlib
 from pathlib import Path
 
 from ..errors import DeconflowError
+from ..registry import MODULES
 from .base import FittedModel, read_checkpoint, save_checkpoint
-
-#: name -> (module, learned?). Adding a model = one line here + its module.
-MODULES: dict[str, tuple[str, bool]] = {
-    "nnls": ("deconflow.models.nnls", False),
-    "hpvade": ("deconflow.models.hpvade", True),
-    "scaden": ("deconflow.models.scaden", True),
-    "sparse": ("deconflow.models.sparse", True),
-}
 
 
 def module_for(name: str):

@@ -54,7 +54,7 @@ from torch.nn import functional as F
 from ..errors import DeconflowError
 from ..training import Learner, LearnerContext
 from .base import FittedModel
-from .nnls import nnls_proportions
+from .nnls import batched_nnls, nnls_proportions
 
 log = logging.getLogger(__name__)
 
@@ -130,40 +130,6 @@ def sparse_loss_terms(presence_logits, proportion_logits, true_proportions, sett
         "presence_bce": F.binary_cross_entropy_with_logits(presence_logits.float(), labels),
         "sparsity": torch.sigmoid(presence_logits.float()).mean(),
     }
-
-
-def batched_nnls(signature: torch.Tensor, features: torch.Tensor, iterations: int = 400, em_rounds: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
-    """Approximate NNLS for a batch (FISTA on the normal equations), rows normalised to sum 1.
-
-    NaN features are imputed by S·p of the previous round (EM for least squares with missing
-    rows; converges to dropping them). Returns (proportions, RMS residual over observed features).
-    """
-    missing = torch.isnan(features)
-    observed = ~missing
-    x = torch.where(missing, torch.zeros_like(features), features)
-    gram = signature.T @ signature
-    lipschitz = torch.linalg.eigvalsh(gram).max().clamp_min(1e-12)
-    n_types = signature.shape[1]
-    p = torch.full((features.shape[0], n_types), 1.0 / n_types, dtype=features.dtype, device=features.device)
-    if missing.any():
-        x = torch.where(missing, (p @ signature.T), x)
-    rounds = em_rounds if missing.any() else 1
-    for _ in range(rounds):
-        b = x @ signature
-        y, p_prev, t = p.clone(), p.clone(), 1.0
-        for _ in range(iterations):
-            p_new = (y - (y @ gram - b) / lipschitz).clamp_min(0.0)
-            t_new = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
-            y = p_new + ((t - 1.0) / t_new) * (p_new - p_prev)
-            p_prev, t = p_new, t_new
-        p = p_prev
-        if missing.any():
-            x = torch.where(missing, p @ signature.T, x)
-    residual = torch.where(observed, features - p @ signature.T, torch.zeros_like(features))
-    rms = (residual.pow(2).sum(dim=1) / observed.sum(dim=1).clamp_min(1)).sqrt()
-    totals = p.sum(dim=1, keepdim=True)
-    p = torch.where(totals > 0, p / totals.clamp_min(1e-12), torch.full_like(p, 1.0 / n_types))
-    return p, rms
 
 
 class SparseDeconvolutionNet(nn.Module):

@@ -1,0 +1,14 @@
+"""The model registry, importable without numpy/pandas/torch.
+
+The Snakefile reads it at parse time (which names are models, which are learned); keeping it
+free of heavy imports keeps ``snakemake -n`` fast (importing ``deconflow.models`` costs ~1 s).
+"""
+
+#: name -> (module, learned?). Adding a model = one line here + its module in deconflow.models.
+#: Learned models are trained by the GPU rule ``train_model``; the others by ``fit_baseline``.
+MODULES: dict[str, tuple[str, bool]] = {
+    "nnls": ("deconflow.models.nnls", False),
+    "hpvade": ("deconflow.models.hpvade", True),
+    "scaden": ("deconflow.models.scaden", True),
+    "sparse": ("deconflow.models.sparse", True),
+}
