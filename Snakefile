@@ -2,6 +2,8 @@
 # This file is the table of contents; every stage lives in workflow/rules/<stage>.smk.
 from snakemake.utils import min_version, validate
 
+from deconflow.config import check_config
+
 min_version("9.0")
 
 
@@ -13,6 +15,14 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
+# One line naming the config file, the key and the fix (snakemake's own message names neither);
+# validate() then fills in the schema's defaults.
+check_config(
+    config,
+    f"{workflow.basedir}/workflow/schemas/config.schema.yaml",
+    workflow.configfiles,
+    workflow.config_settings.config,
+)
 validate(config, "workflow/schemas/config.schema.yaml")
 
 

@@ -220,7 +220,11 @@ def read_bulk(path: str | Path, allow_missing: bool = False) -> pd.DataFrame:
         try:
             adata = ad.read_h5ad(path)
         except Exception as exc:
-            raise DeconflowError(path, f"cannot be read as h5ad ({type(exc).__name__})", "re-export the file") from None
+            raise DeconflowError(
+                path,
+                f"cannot be read as h5ad ({type(exc).__name__}: {exc})",
+                "the file is truncated or corrupt; re-export it (samples x features AnnData)",
+            ) from None
         X = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)
         df = pd.DataFrame(X.T, index=adata.var_names.astype(str), columns=adata.obs_names.astype(str))
     else:

@@ -193,6 +193,14 @@ def test_read_bulk_header_only(tmp_path):
     assert "no data rows" in _bulk_error(path)
 
 
+def test_read_bulk_truncated_h5ad(tmp_path, bulk_frame):
+    path = tmp_path / "bulk.h5ad"
+    ad.AnnData(bulk_frame.T.astype(np.float32)).write_h5ad(path)
+    path.write_bytes(path.read_bytes()[:200])
+    message = _bulk_error(path)
+    assert "truncated" in message and "Fix: the file is truncated or corrupt" in message
+
+
 def test_read_bulk_missing_file(tmp_path):
     assert "does not exist" in _bulk_error(tmp_path / "absent.tsv")
 
