@@ -2,15 +2,23 @@
 
     python -m deconflow.bench [--reference resources/pbmc/reference.h5ad] [--workflow-dir .]
 
+    python -m deconflow.bench --pipeline   # also time the default pipeline (minutes)
+
 Measures pseudobulk throughput (mixtures/s at 500 cells per mixture) and its ratio to the naive
-per-sample loop, NNLS seconds per sample, and the `snakemake -n` time of a config with
-100 datasets x 3 models. Training seconds per epoch are in `python -m deconflow.bench_models`;
-the default pipeline's wall time is `time make run`.
+per-sample loop, NNLS seconds per sample, the `snakemake -n` time of a config with
+100 datasets x 3 models, and training seconds per epoch per model (from the training logs of a
+finished run under ``results/``). With ``--pipeline`` it runs the default pipeline (the
+project's config/config.yaml) from scratch in a temporary copy of the project, with the
+already converted ``resources/`` (the wheel downloads are not timed), and reports its wall
+time and that run's seconds per epoch.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,12 +64,47 @@ def dag_dry_run_seconds(workflow_dir: Path, n_datasets: int = 100, models=("nnls
         return time.perf_counter() - start
 
 
+def training_seconds_per_epoch(results: Path) -> list[tuple[str, float, int]]:
+    """(dataset/model, mean seconds per epoch, epochs) from every results/*/models/*/training_log.csv."""
+    out = []
+    for path in sorted(Path(results).glob("*/models/*/training_log.csv")):
+        with open(path, newline="") as handle:
+            seconds = [float(row["seconds"]) for row in csv.DictReader(handle)]
+        if seconds:
+            out.append((f"{path.parts[-4]}/{path.parts[-2]}", sum(seconds) / len(seconds), len(seconds)))
+    return out
+
+
+PIPELINE_ITEMS = ("Snakefile", "workflow", "config", "profiles", "src", "envs")
+
+
+def pipeline_wall_seconds(workflow_dir: Path, work: Path) -> float:
+    """Wall time of `snakemake --profile profiles/local` (default config) in a fresh copy at ``work``."""
+    for name in PIPELINE_ITEMS:
+        src = workflow_dir / name
+        if src.is_dir():
+            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(src, work / name)
+    if (workflow_dir / "resources").is_dir():
+        shutil.copytree(workflow_dir / "resources", work / "resources")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(work / "src"), env.get("PYTHONPATH", "")] if p)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "snakemake", "--profile", "profiles/local", "--quiet", "rules"], cwd=work, env=env,
+                   check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reference", default="resources/pbmc/reference.h5ad")
     parser.add_argument("--workflow-dir", default=".", help="folder with the Snakefile")
     parser.add_argument("--n-mixtures", type=int, default=2000)
+    parser.add_argument("--pipeline", action="store_true", help="also run and time the default pipeline in a temporary copy")
     args = parser.parse_args(argv)
+    workflow_dir = Path(args.workflow_dir).resolve()
 
     reference = read_reference(args.reference)
     types = reference.cell_types
@@ -80,8 +123,18 @@ def main(argv=None) -> int:
     per_sample = _timed(lambda: model.predict(mixtures), repeats=1) / len(mixtures)
     rows.append(("NNLS seconds per sample", f"{per_sample * 1e3:.2f} ms", ""))
 
-    dry = dag_dry_run_seconds(Path(args.workflow_dir).resolve())
+    dry = dag_dry_run_seconds(workflow_dir)
     rows.append(("snakemake -n, 100 datasets x 3 models", f"{dry:.1f} s", "<= 10 s"))
+
+    if args.pipeline:
+        with tempfile.TemporaryDirectory() as tmp:
+            wall = pipeline_wall_seconds(workflow_dir, Path(tmp))
+            rows.append(("default pipeline wall time (fresh results/)", f"{wall:.0f} s", "<= 300 s"))
+            epochs = training_seconds_per_epoch(Path(tmp) / "results")
+    else:
+        epochs = training_seconds_per_epoch(workflow_dir / "results")
+    for name, seconds, n in epochs:
+        rows.append((f"training s/epoch {name} ({n} epochs)", f"{seconds:.2f} s", ""))
 
     width = max(len(r[0]) for r in rows)
     print(f"{'figure':<{width}}  {'measured':>12}  target")

@@ -34,6 +34,12 @@ PRODUCER_RULE = {"cpm": "make_pseudobulk", "beta": "simulate_methylation"}
 
 
 # --------------------------------------------------------------------------- atomic output
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
@@ -48,6 +54,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp creates the file 0600; give the output the mode a plain open() would (0666
+        # minus the umask) so that group members on a shared cluster can read results.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

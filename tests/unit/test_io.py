@@ -337,3 +337,15 @@ def test_read_reference_corrupt_file(tmp_path):
     with pytest.raises(DeconflowError) as info:
         read_reference(path)
     assert str(path) in str(info.value) and "corrupt" in str(info.value)
+
+
+def test_atomic_outputs_get_the_umask_mode_not_mkstemps_0600(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "out.txt") as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o644
