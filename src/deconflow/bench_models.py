@@ -87,6 +87,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--set", action="append", default=[], help="setting override key=value or model.key=value")
     parser.add_argument("--verbose", action="store_true", help="log every epoch")
+    parser.add_argument("--per-type", action="store_true", help="also print each cell type's r per model")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
 
@@ -116,6 +117,8 @@ def main(argv=None) -> None:
                      "train_seconds": train_seconds, "epochs": n_epochs,
                      "seconds_per_epoch": train_seconds / n_epochs if n_epochs else float("nan")})
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}), flush=True)
+        if args.per_type:
+            print(f"  per-type r ({name}): " + ", ".join(f"{t} {r:.3f}" for t, r in metrics["per_cell_type_r"].items()), flush=True)
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 

@@ -333,6 +333,8 @@ def train_learner(
     with _torch_runtime(device, settings):
         torch.manual_seed(seed)
         np.random.seed(seed % (2**32))
+        # held-out mixtures for learners that calibrate after training (HP-VADE's NNLS blend)
+        context.extra["val_mixtures"] = (val_features, val_props)
         learner: Learner = module_py.make_learner(train, signature, settings, context)
         module = learner.module.to(device)
         aux_train = {k: v.to(device) for k, v in learner.aux_train.items()}

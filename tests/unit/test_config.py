@@ -18,7 +18,7 @@ def _write(path: Path, config: dict) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "test.yaml", "test_methylation.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "full.yaml", "test.yaml", "test_methylation.yaml"])
 def test_shipped_configs_pass(name):
     check_config(yaml.safe_load((ROOT / "config" / name).read_text()), SCHEMA, [str(ROOT / "config" / name)])
 

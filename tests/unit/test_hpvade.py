@@ -66,3 +66,47 @@ def test_defaults_have_the_issue_loss_weights():
     s = resolve_settings("hpvade", {})
     assert (s["lambda_proto"], s["lambda_bulk_recon"], s["lambda_bulk"], s["lambda_kl"]) == (0.1, 10.0, 5.0, 0.01)
     assert set(TRAINER_DEFAULTS) <= set(s)
+
+
+def test_signature_prior_is_the_nnls_solution_of_the_initial_signature():
+    """The batched torch NNLS of the prior equals scipy's NNLS baseline on noise-free mixtures."""
+    from deconflow.models.nnls import NNLSModel
+
+    train, _, signature, _ = synthetic()
+    rng = np.random.default_rng(3)
+    props = rng.dirichlet(np.ones(3), size=20)
+    props[:5, 0] = 0  # some absent types
+    props /= props.sum(axis=1, keepdims=True)
+    mixtures = (props @ signature.to_numpy().T).astype(np.float32)
+    net = build_net(train.features, signature, settings(prior_iterations=3000))
+    prior = net.nnls_prior(torch.from_numpy(mixtures)).double().numpy()
+    np.testing.assert_allclose(prior, props, atol=2e-3)
+    np.testing.assert_allclose(prior, NNLSModel(signature).predict(mixtures), atol=2e-3)
+
+
+def test_blend_weights_pick_per_type_whichever_source_is_right():
+    from deconflow.models.hpvade import blend, fit_blend_weights
+
+    rng = np.random.default_rng(0)
+    truth = torch.from_numpy(rng.dirichlet(np.ones(4), size=200))
+    noise = torch.from_numpy(rng.dirichlet(np.ones(4), size=200))
+    p_net = truth.clone()
+    p_net[:, 0] = noise[:, 0]  # the encoder is wrong about type 0 only
+    p_net = p_net / p_net.sum(dim=1, keepdim=True)
+    p_nnls = truth * 0.8 + 0.2 * noise  # NNLS is roughly right everywhere
+    weight = fit_blend_weights(p_net, p_nnls, truth)
+    assert weight[0] <= 0.2 and bool((weight[1:] >= weight[0] + 0.2).all())
+    mse = lambda p: float((p - truth).pow(2).mean())  # noqa: E731
+    assert mse(blend(p_net, p_nnls, weight)) < min(mse(p_net), mse(p_nnls))
+    torch.testing.assert_close(blend(p_net, p_nnls, weight).sum(dim=1), torch.ones(200, dtype=torch.float64))
+
+
+def test_trained_model_carries_its_validation_blend_weights(tmp_path):
+    train, val, signature, context = synthetic()
+    model, _ = train_learner("hpvade", train, val, signature, {**TINY_HPVADE, "epochs": 2}, 0, context=context)
+    weights = model.net.blend_weight
+    assert weights.shape == (3,) and bool(((weights >= 0) & (weights <= 1)).all())
+    save_checkpoint(model.checkpoint({}), tmp_path / "ckpt.pt")
+    torch.testing.assert_close(load_model(tmp_path / "ckpt.pt").net.blend_weight, weights)
+    plain, _ = train_learner("hpvade", train, val, signature, {**TINY_HPVADE, "epochs": 2, "nnls_blend": False}, 0, context=context)
+    assert plain.net.prior_signature.numel() == 0 and bool((plain.net.blend_weight == 1).all())

@@ -33,6 +33,7 @@ from torch.nn import functional as F
 from ..errors import DeconflowError
 from ..training import Learner, LearnerContext
 from .base import FittedModel, predict_in_batches
+from .nnls import batched_nnls
 
 log = logging.getLogger(__name__)
 
@@ -48,19 +49,25 @@ DEFAULTS: dict = {
     "lambda_bulk": 5.0,
     "lambda_kl": 0.01,
     "lambda_cell_recon": 1.0,
+    # Per-type blend with NNLS of the initial signature, weights fitted on the validation
+    # mixtures after training (see ``fit_blend_weights``); false: the encoder's output alone.
+    "nnls_blend": True,
+    "prior_iterations": 400,  # FISTA iterations of the batched NNLS used by the blend
     "n_input_genes": 1000,  # encoder/VAE inputs: the N genes with the largest log1p-CPM std over training mixtures (0: all)
     "cpm_scale": "global",  # linear scale of CPM for S·p ≈ bulk: global (÷1e6) | gene_mean (÷ per-gene mean CPM)
-    "gene_scale_floor": 1.0,
+    "gene_scale_floor": 1.0,  # CPM floor of the per-gene scale (genes rarer than this are not up-weighted)
     # The KL(p_true || p) part of the bulk term keeps rising on validation while MAE and r still
     # improve (it punishes near-zero predictions of sparse types), so the best epoch is chosen by
     # validation MAE of the proportions.
-    "selection_metric": "val_mae",  # CPM floor of the per-gene scale (genes rarer than this are not up-weighted)
+    "selection_metric": "val_mae",
 }
 
 #: The trainer passes single cells of the train/val pools (RNA only).
 USES_CELLS = True
 
 SCALE_FLOOR_STD = 0.05
+BLEND_GRID = 21  # candidate weights 0, 0.05, ..., 1 per type
+BLEND_SWEEPS = 3  # coordinate-descent passes over the types
 KL_PROPORTIONS_WEIGHT = 0.1
 
 
@@ -85,10 +92,16 @@ class HPVADENet(nn.Module):
     """All HP-VADE parameters. Inputs are CPM (linear); transforms are internal buffers."""
 
     def __init__(self, n_features: int, n_types: int, hidden_sizes, dropout: float, latent_dim: int, vae_hidden: int,
-                 n_inputs: int | None = None):
+                 n_inputs: int | None = None, nnls_blend: bool = False, prior_iterations: int = 400):
         super().__init__()
         n_inputs = n_inputs or n_features
         self.n_features, self.n_types, self.n_inputs = n_features, n_types, n_inputs
+        self.nnls_blend, self.prior_iterations = bool(nnls_blend), int(prior_iterations)
+        # the initial signature for the NNLS of the blend; fixed, unlike the learnable S below
+        self.register_buffer("prior_signature", torch.zeros(n_features, n_types if nnls_blend else 0))
+        self.register_buffer("prior_scale", torch.ones(()))  # prior_signature = S0 / prior_scale (max 1)
+        # weight of the encoder per type (1: encoder only); set after training on validation data
+        self.register_buffer("blend_weight", torch.ones(n_types))
         self.register_buffer("input_index", torch.arange(n_inputs))  # features the encoders read
         # fixed transforms (set by from_training_data, stored in state_dict)
         self.register_buffer("feature_scale", torch.ones(n_features))  # CPM / feature_scale = linear scaled space
@@ -107,8 +120,28 @@ class HPVADENet(nn.Module):
         z = (torch.log1p(cpm[:, self.input_index].clamp_min(0)) - self.input_mean) / self.input_std
         return self.encoder(z)
 
+    @torch.no_grad()
+    def nnls_prior(self, cpm: torch.Tensor) -> torch.Tensor:
+        """NNLS proportions of the initial signature, min ||S0 p - x||, p ≥ 0, rows summing to 1.
+
+        The NNLS baseline's problem (CPM, all features, missing ones dropped), solved by the
+        batched torch layer so that it runs on the device inside the model. Why a blend at all:
+        the encoder learns each type from pseudobulk of the train pool, which for rare types is
+        a handful of cells (8 ILCs in the embedded PBMC data); it memorises them and misses
+        other cells of the type (held-out ILC r ≈ 0.5, predicted ≈ 0), while NNLS with the
+        mean-CPM signature still finds them (r ≈ 0.9) but confuses close types (CD4 / Tregs /
+        CD8), where the encoder is better. Which to trust is decided per type on the
+        validation mixtures, whose cells the encoder has not seen either.
+        """
+        with torch.autocast(device_type=cpm.device.type, enabled=False):
+            p, _ = batched_nnls(self.prior_signature, cpm.float() / self.prior_scale, self.prior_iterations)
+        return p
+
     def proportions(self, cpm: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.proportion_logits(cpm).float(), dim=1)
+        p = torch.softmax(self.proportion_logits(cpm).float(), dim=1)
+        if self.nnls_blend and bool((self.blend_weight < 1).any()):
+            p = blend(p, self.nnls_prior(cpm), self.blend_weight)
+        return p
 
     def signature(self) -> torch.Tensor:
         """Non-negative S in scaled space (features x types)."""
@@ -126,6 +159,40 @@ class HPVADENet(nn.Module):
         x = (torch.log1p(cell_cpm) - self.cell_mean) / self.cell_std
         mu, logvar = self.cell_encoder(x).chunk(2, dim=1)
         return mu, logvar.clamp(-10, 10)
+
+
+def blend(p_net: torch.Tensor, p_nnls: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Per-type convex blend w·p_net + (1 − w)·p_nnls, rows renormalised to sum 1."""
+    q = weight * p_net + (1 - weight) * p_nnls
+    return q / q.sum(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def fit_blend_weights(p_net: torch.Tensor, p_nnls: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Per-type weights on a grid in [0, 1] minimising the MSE of ``blend`` against ``truth``.
+
+    Coordinate descent (the renormalisation couples the types); starts from the encoder alone
+    and keeps a weight unless another value lowers the error, so ties favour the encoder.
+    """
+    p_net, p_nnls, truth = p_net.double(), p_nnls.double(), truth.double()
+    weight = torch.ones(p_net.shape[1], dtype=torch.float64)
+    grid = torch.linspace(0, 1, BLEND_GRID, dtype=torch.float64)
+
+    def error(w):
+        return float((blend(p_net, p_nnls, w) - truth).pow(2).mean())
+
+    best = error(weight)
+    for _ in range(BLEND_SWEEPS):
+        changed = False
+        for k in range(len(weight)):
+            for value in grid:
+                trial = weight.clone()
+                trial[k] = value
+                e = error(trial)
+                if e < best - 1e-12:
+                    best, weight, changed = e, trial, True
+        if not changed:
+            break
+    return weight.float()
 
 
 def signature_tensor(signature: pd.DataFrame) -> torch.Tensor:
@@ -150,7 +217,8 @@ def build_net(train_features: np.ndarray, signature: pd.DataFrame, settings: dic
     else:
         input_index = torch.arange(n_features)
     net = HPVADENet(n_features, n_types, list(settings["hidden_sizes"]), float(settings["dropout"]),
-                    int(settings["latent_dim"]), int(settings["vae_hidden"]), len(input_index))
+                    int(settings["latent_dim"]), int(settings["vae_hidden"]), len(input_index),
+                    bool(settings["nnls_blend"]), int(settings["prior_iterations"]))
     if settings["cpm_scale"] == "gene_mean":
         scale = x.mean(dim=0).clamp_min(float(settings["gene_scale_floor"]))
     elif settings["cpm_scale"] == "global":
@@ -169,6 +237,9 @@ def build_net(train_features: np.ndarray, signature: pd.DataFrame, settings: dic
             net.cell_std.copy_(logc.std(dim=0).clamp_min(SCALE_FLOOR_STD))
         log.info("initialising signature matrix from cell type means (%d features x %d cell types)", n_features, n_types)
         net.signature_raw.copy_(inverse_softplus(S / scale[:, None]))
+        if net.nnls_blend:
+            net.prior_scale.fill_(float(S.max().clamp_min(1e-12)))
+            net.prior_signature.copy_(S / net.prior_scale)
     return net
 
 
@@ -183,9 +254,11 @@ def proportion_loss(pred: torch.Tensor, true: torch.Tensor) -> tuple[torch.Tenso
 
 class HPVADELearner(Learner):
     def __init__(self, net: HPVADENet, settings: dict, feature_names, cell_types, cells_train=None, labels_train=None,
-                 cells_val=None, labels_val=None, scale_description: str = ""):
+                 cells_val=None, labels_val=None, scale_description: str = "", val_mixtures=None):
         super().__init__()
         self.module = net
+        self.val_mixtures = val_mixtures  # (features, proportions) for the NNLS blend weights
+        self._val_nnls = None
         self.settings = settings
         self.feature_names, self.cell_types = feature_names, cell_types
         self.scale_description = scale_description
@@ -227,10 +300,18 @@ class HPVADELearner(Learner):
         return self.module.proportions(features)
 
     def fitted(self) -> "HPVADEModel":
-        return HPVADEModel.from_net(self.module, self.settings, self.feature_names, self.cell_types, self.scale_description)
+        model = HPVADEModel.from_net(self.module, self.settings, self.feature_names, self.cell_types, self.scale_description)
+        if model.net.nnls_blend and self.val_mixtures is not None:
+            features, truth = self.val_mixtures
+            p_net = torch.from_numpy(model.predict(features))  # blend weights are still all 1
+            if self._val_nnls is None:  # the NNLS part is fixed: solve it once
+                self._val_nnls = torch.from_numpy(predict_in_batches(model.net.nnls_prior, features, len(self.cell_types)))
+            with torch.no_grad():
+                model.net.blend_weight.copy_(fit_blend_weights(p_net, self._val_nnls, torch.as_tensor(truth)))
+        return model
 
 
-ARCHITECTURE_KEYS = ("hidden_sizes", "dropout", "latent_dim", "vae_hidden")
+ARCHITECTURE_KEYS = ("hidden_sizes", "dropout", "latent_dim", "vae_hidden", "nnls_blend", "prior_iterations")
 
 
 class HPVADEModel(FittedModel):
@@ -310,7 +391,7 @@ def make_learner(train, signature: pd.DataFrame, settings: dict, context: Learne
         else "S·p ≈ bulk in CPM / 1e6"
     )
     return HPVADELearner(net, settings, list(signature.index), list(signature.columns), cells_train, labels_train,
-                         cells_val, labels_val, scaling)
+                         cells_val, labels_val, scaling, context.extra.get("val_mixtures"))
 
 
 def fit(train, val, signature: pd.DataFrame, settings: dict, seed: int = 0, context: LearnerContext | None = None, **_) -> HPVADEModel:
