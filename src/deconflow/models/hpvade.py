@@ -66,8 +66,8 @@ DEFAULTS: dict = {
 USES_CELLS = True
 
 SCALE_FLOOR_STD = 0.05
-BLEND_GRID = 21  # candidate weights 0, 0.05, ..., 1 per type
-BLEND_SWEEPS = 3  # coordinate-descent passes over the types
+BLEND_MAX, BLEND_GRID = 2.0, 11  # candidate coefficients 0, 0.2, ..., 2 per type and source
+BLEND_SWEEPS = 4  # coordinate-descent passes over the types
 KL_PROPORTIONS_WEIGHT = 0.1
 
 
@@ -100,8 +100,10 @@ class HPVADENet(nn.Module):
         # the initial signature for the NNLS of the blend; fixed, unlike the learnable S below
         self.register_buffer("prior_signature", torch.zeros(n_features, n_types if nnls_blend else 0))
         self.register_buffer("prior_scale", torch.ones(()))  # prior_signature = S0 / prior_scale (max 1)
-        # weight of the encoder per type (1: encoder only); set after training on validation data
-        self.register_buffer("blend_weight", torch.ones(n_types))
+        # stacking coefficients per type (encoder 1, NNLS 0: encoder only); set after training
+        # on the validation mixtures by fit_blend_weights
+        self.register_buffer("blend_net", torch.ones(n_types))
+        self.register_buffer("blend_nnls", torch.zeros(n_types))
         self.register_buffer("input_index", torch.arange(n_inputs))  # features the encoders read
         # fixed transforms (set by from_training_data, stored in state_dict)
         self.register_buffer("feature_scale", torch.ones(n_features))  # CPM / feature_scale = linear scaled space
@@ -139,8 +141,8 @@ class HPVADENet(nn.Module):
 
     def proportions(self, cpm: torch.Tensor) -> torch.Tensor:
         p = torch.softmax(self.proportion_logits(cpm).float(), dim=1)
-        if self.nnls_blend and bool((self.blend_weight < 1).any()):
-            p = blend(p, self.nnls_prior(cpm), self.blend_weight)
+        if self.nnls_blend and bool((self.blend_nnls > 0).any() or (self.blend_net != 1).any()):
+            p = blend(p, self.nnls_prior(cpm), self.blend_net, self.blend_nnls)
         return p
 
     def signature(self) -> torch.Tensor:
@@ -161,38 +163,48 @@ class HPVADENet(nn.Module):
         return mu, logvar.clamp(-10, 10)
 
 
-def blend(p_net: torch.Tensor, p_nnls: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Per-type convex blend w·p_net + (1 − w)·p_nnls, rows renormalised to sum 1."""
-    q = weight * p_net + (1 - weight) * p_nnls
-    return q / q.sum(dim=1, keepdim=True).clamp_min(1e-12)
+def blend(p_net: torch.Tensor, p_nnls: torch.Tensor, coef_net: torch.Tensor, coef_nnls: torch.Tensor) -> torch.Tensor:
+    """Per-type stacking a_k·p_net + b_k·p_nnls, rows renormalised to sum 1 (p_net where a row is 0)."""
+    q = coef_net * p_net + coef_nnls * p_nnls
+    total = q.sum(dim=1, keepdim=True)
+    return torch.where(total > 0, q / total.clamp_min(1e-12), p_net)
 
 
-def fit_blend_weights(p_net: torch.Tensor, p_nnls: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """Per-type weights on a grid in [0, 1] minimising the MSE of ``blend`` against ``truth``.
+def fit_blend_weights(p_net: torch.Tensor, p_nnls: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-type coefficients (a, b) on a grid in [0, BLEND_MAX]² minimising the MSE of ``blend``.
 
-    Coordinate descent (the renormalisation couples the types); starts from the encoder alone
-    and keeps a weight unless another value lowers the error, so ties favour the encoder.
+    Stacking on held-out mixtures: a type the encoder gets right keeps a ≈ 1, b ≈ 0; a type it
+    misses (rare types memorised from few train cells) leans on NNLS, and a > 1 or b > 1 also
+    corrects a source that is systematically low (NNLS underestimates ILC by half on PBMC).
+    Coordinate descent (the renormalisation couples the types), all grid pairs of one type at
+    once; starts from the encoder alone and moves only on a strict improvement.
     """
     p_net, p_nnls, truth = p_net.double(), p_nnls.double(), truth.double()
-    weight = torch.ones(p_net.shape[1], dtype=torch.float64)
-    grid = torch.linspace(0, 1, BLEND_GRID, dtype=torch.float64)
-
-    def error(w):
-        return float((blend(p_net, p_nnls, w) - truth).pow(2).mean())
-
-    best = error(weight)
+    n_types = p_net.shape[1]
+    coef_net = torch.ones(n_types, dtype=torch.float64)
+    coef_nnls = torch.zeros(n_types, dtype=torch.float64)
+    grid = torch.linspace(0, BLEND_MAX, BLEND_GRID, dtype=torch.float64)
+    a_grid, b_grid = torch.meshgrid(grid, grid, indexing="ij")
+    a_grid, b_grid = a_grid.reshape(-1, 1), b_grid.reshape(-1, 1)  # candidates x 1
+    best = float((blend(p_net, p_nnls, coef_net, coef_nnls) - truth).pow(2).mean())
     for _ in range(BLEND_SWEEPS):
         changed = False
-        for k in range(len(weight)):
-            for value in grid:
-                trial = weight.clone()
-                trial[k] = value
-                e = error(trial)
-                if e < best - 1e-12:
-                    best, weight, changed = e, trial, True
+        for k in range(n_types):
+            others = coef_net * p_net + coef_nnls * p_nnls
+            others[:, k] = 0
+            column = a_grid * p_net[:, k] + b_grid * p_nnls[:, k]  # candidates x samples
+            q = others.unsqueeze(0).repeat(len(column), 1, 1)
+            q[:, :, k] = column
+            total = q.sum(dim=2, keepdim=True)
+            q = torch.where(total > 0, q / total.clamp_min(1e-12), p_net.unsqueeze(0))
+            errors = (q - truth).pow(2).mean(dim=(1, 2))
+            i = int(errors.argmin())
+            if float(errors[i]) < best - 1e-12:
+                best, changed = float(errors[i]), True
+                coef_net[k], coef_nnls[k] = a_grid[i, 0], b_grid[i, 0]
         if not changed:
             break
-    return weight.float()
+    return coef_net.float(), coef_nnls.float()
 
 
 def signature_tensor(signature: pd.DataFrame) -> torch.Tensor:
@@ -303,11 +315,13 @@ class HPVADELearner(Learner):
         model = HPVADEModel.from_net(self.module, self.settings, self.feature_names, self.cell_types, self.scale_description)
         if model.net.nnls_blend and self.val_mixtures is not None:
             features, truth = self.val_mixtures
-            p_net = torch.from_numpy(model.predict(features))  # blend weights are still all 1
+            p_net = torch.from_numpy(model.predict(features))  # coefficients are still (1, 0): encoder only
             if self._val_nnls is None:  # the NNLS part is fixed: solve it once
                 self._val_nnls = torch.from_numpy(predict_in_batches(model.net.nnls_prior, features, len(self.cell_types)))
+            coef_net, coef_nnls = fit_blend_weights(p_net, self._val_nnls, torch.as_tensor(truth))
             with torch.no_grad():
-                model.net.blend_weight.copy_(fit_blend_weights(p_net, self._val_nnls, torch.as_tensor(truth)))
+                model.net.blend_net.copy_(coef_net)
+                model.net.blend_nnls.copy_(coef_nnls)
         return model
 
 
