@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from deconflow.io import read_mixtures
+
 from wfutil import TEST_CONFIG, csv_bytes, project_copy, run_env, scheduled_jobs, snakemake
 
 pytestmark = pytest.mark.workflow
@@ -78,7 +80,7 @@ def test_tiny_run_produces_every_output(tiny_run):
         sums = summary.groupby("sample_id")[["true_proportion", "predicted_proportion"]].sum()
         np.testing.assert_allclose(sums.to_numpy(), 1.0, atol=1e-5)
         metrics = json.loads((results / "evaluation" / model / "metrics.json").read_text())
-        assert metrics["n_samples"] == 40 and np.isclose(metrics["mae"], comparison.set_index("model").loc[model, "mae"])
+        assert metrics["n_samples"] == 30 and np.isclose(metrics["mae"], comparison.set_index("model").loc[model, "mae"])
         for plot in ("miami.png", "scatter.png"):
             assert (results / "plots" / model / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         proportions = pd.read_csv(results / "deconvolution" / model / "proportions.csv", index_col=0)
@@ -89,6 +91,8 @@ def test_tiny_run_produces_every_output(tiny_run):
         assert len(history) == 2 and (results / "models" / model / "checkpoint_last.pt").exists()
         assert (results / "plots" / model / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (results / "plots" / "nnls" / "training_curves.png").exists()  # a baseline has no training log
+    # the dataset's own `pseudobulk: {n_test: 30}` overrides the section; the other splits keep it
+    assert [len(read_mixtures(results / "pseudobulk" / f"{split}.h5").features) for split in ("train", "val", "test")] == [120, 40, 30]
     log = (work / "logs" / "tiny" / "build_signature.log").read_text()
     assert "signature initialised from cell-type mean CPM" in log
 

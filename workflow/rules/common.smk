@@ -111,8 +111,13 @@ def split_seed(wildcards):
     return int(config["seed"]) * 1000 + SPLITS.index(wildcards.split)
 
 
+def dataset_pseudobulk(dataset):
+    """The `pseudobulk` section with the dataset's own `pseudobulk` overrides on top."""
+    return {**config["pseudobulk"], **config["datasets"][dataset].get("pseudobulk", {})}
+
+
 def pseudobulk_settings(wildcards):
-    pb = config["pseudobulk"]
+    pb = dataset_pseudobulk(wildcards.dataset)
     return {
         "n_mixtures": int(pb[f"n_{wildcards.split}"]),
         "cells_per_mixture": int(pb["cells_per_mixture"]),
@@ -174,7 +179,7 @@ def methylation_simulation_settings(wildcards):
     return {
         "settings": {k: v for k, v in merged.items() if k != "spike_fraction_test"},
         "spike_fraction_test": float(merged.get("spike_fraction_test", 0.25)),
-        "n_mixtures": int(config["pseudobulk"][f"n_{wildcards.split}"]),
+        "n_mixtures": int(dataset_pseudobulk(wildcards.dataset)[f"n_{wildcards.split}"]),
     }
 
 
