@@ -75,19 +75,28 @@ def training_seconds_per_epoch(results: Path) -> list[tuple[str, float, int]]:
     return out
 
 
-PIPELINE_ITEMS = ("Snakefile", "workflow", "config", "profiles", "src", "envs")
+#: what a runnable project copy needs (the workflow tests copy the same items)
+PROJECT_ITEMS = ("Snakefile", "workflow", "config", "profiles", "src", "envs")
+
+
+def copy_project(source: Path, dest: Path, resources: Path | None = None) -> Path:
+    """Copy the workflow and library of ``source`` (mtimes kept) into ``dest``, plus ``resources``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_ITEMS:
+        src = source / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(src, dest / name)
+    if resources is not None:
+        shutil.copytree(resources, dest / "resources")
+    return dest
 
 
 def pipeline_wall_seconds(workflow_dir: Path, work: Path) -> float:
     """Wall time of `snakemake --profile profiles/local` (default config) in a fresh copy at ``work``."""
-    for name in PIPELINE_ITEMS:
-        src = workflow_dir / name
-        if src.is_dir():
-            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(src, work / name)
-    if (workflow_dir / "resources").is_dir():
-        shutil.copytree(workflow_dir / "resources", work / "resources")
+    resources = workflow_dir / "resources"
+    copy_project(workflow_dir, work, resources if resources.is_dir() else None)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in [str(work / "src"), env.get("PYTHONPATH", "")] if p)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])

@@ -1,5 +1,3 @@
-import shutil
-
 import pytest
 
 from wfutil import TEST_CONFIG, project_copy, snakemake

@@ -4,29 +4,20 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from deconflow.bench import copy_project
+
 REPO = Path(__file__).resolve().parents[2]
-PROJECT_ITEMS = ["Snakefile", "workflow", "config", "profiles", "src", "envs"]
 TEST_CONFIG = ["--configfile", "config/test.yaml"]
 RUN_TIMEOUT_S = 900
 
 
 def project_copy(dest: Path, resources: Path | None = None) -> Path:
     """Copy the workflow and library (mtimes kept) into ``dest``; optionally a prepared resources/."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT_ITEMS:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(src, dest / name)
-    if resources is not None:
-        shutil.copytree(resources, dest / "resources")
-    return dest
+    return copy_project(REPO, dest, resources)
 
 
 def run_env(workdir: Path) -> dict:
