@@ -327,7 +327,8 @@ def train_learner(
         "device": str(device) if device.type == "cpu" else f"cuda ({torch.cuda.get_device_name(device)})",
     }
     log.info("training %s on %s (torch %s, %d threads); %d train / %d val mixtures, %d features, %d cell types",
-             model_name, base_provenance["device"], torch.__version__, torch.get_num_threads() if device.type == "cpu" else 0,
+             model_name, base_provenance["device"], torch.__version__,
+             int(settings["num_threads"] or torch.get_num_threads()) if device.type == "cpu" else 0,
              len(train_features), len(val_features), len(signature.index), len(cell_types))
 
     with _torch_runtime(device, settings):
