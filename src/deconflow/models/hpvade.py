@@ -164,9 +164,13 @@ class HPVADENet(nn.Module):
 
 
 def blend(p_net: torch.Tensor, p_nnls: torch.Tensor, coef_net: torch.Tensor, coef_nnls: torch.Tensor) -> torch.Tensor:
-    """Per-type stacking a_k·p_net + b_k·p_nnls, rows renormalised to sum 1 (p_net where a row is 0)."""
+    """Per-type stacking a_k·p_net + b_k·p_nnls, rows renormalised to sum 1 (p_net where a row is 0).
+
+    Coefficients broadcast over the types axis (last); leading axes stack candidate coefficient
+    sets (``fit_blend_weights`` scores a whole grid at once).
+    """
     q = coef_net * p_net + coef_nnls * p_nnls
-    total = q.sum(dim=1, keepdim=True)
+    total = q.sum(dim=-1, keepdim=True)
     return torch.where(total > 0, q / total.clamp_min(1e-12), p_net)
 
 
@@ -184,24 +188,20 @@ def fit_blend_weights(p_net: torch.Tensor, p_nnls: torch.Tensor, truth: torch.Te
     coef_net = torch.ones(n_types, dtype=torch.float64)
     coef_nnls = torch.zeros(n_types, dtype=torch.float64)
     grid = torch.linspace(0, BLEND_MAX, BLEND_GRID, dtype=torch.float64)
-    a_grid, b_grid = torch.meshgrid(grid, grid, indexing="ij")
-    a_grid, b_grid = a_grid.reshape(-1, 1), b_grid.reshape(-1, 1)  # candidates x 1
+    a_grid, b_grid = (g.reshape(-1) for g in torch.meshgrid(grid, grid, indexing="ij"))  # all (a, b) pairs
     best = float((blend(p_net, p_nnls, coef_net, coef_nnls) - truth).pow(2).mean())
     for _ in range(BLEND_SWEEPS):
         changed = False
         for k in range(n_types):
-            others = coef_net * p_net + coef_nnls * p_nnls
-            others[:, k] = 0
-            column = a_grid * p_net[:, k] + b_grid * p_nnls[:, k]  # candidates x samples
-            q = others.unsqueeze(0).repeat(len(column), 1, 1)
-            q[:, :, k] = column
-            total = q.sum(dim=2, keepdim=True)
-            q = torch.where(total > 0, q / total.clamp_min(1e-12), p_net.unsqueeze(0))
-            errors = (q - truth).pow(2).mean(dim=(1, 2))
+            # candidates x 1 x types: the current coefficients with type k's pair replaced
+            a = coef_net.repeat(len(a_grid), 1)
+            b = coef_nnls.repeat(len(b_grid), 1)
+            a[:, k], b[:, k] = a_grid, b_grid
+            errors = (blend(p_net, p_nnls, a[:, None, :], b[:, None, :]) - truth).pow(2).mean(dim=(1, 2))
             i = int(errors.argmin())
             if float(errors[i]) < best - 1e-12:
                 best, changed = float(errors[i]), True
-                coef_net[k], coef_nnls[k] = a_grid[i, 0], b_grid[i, 0]
+                coef_net[k], coef_nnls[k] = a_grid[i], b_grid[i]
         if not changed:
             break
     return coef_net.float(), coef_nnls.float()
