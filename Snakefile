@@ -1,5 +1,6 @@
 # deconflow: cell-type / tissue deconvolution of bulk RNA-seq and cfDNA methylation.
 # This file is the table of contents; every stage lives in workflow/rules/<stage>.smk.
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 from deconflow.config import check_config
@@ -15,15 +16,19 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
-# One line naming the config file, the key and the fix (snakemake's own message names neither);
-# validate() then fills in the schema's defaults.
-check_config(
-    config,
-    f"{workflow.basedir}/workflow/schemas/config.schema.yaml",
-    workflow.configfiles,
-    workflow.config_settings.config,
-)
-validate(config, "workflow/schemas/config.schema.yaml")
+# validate() fills in the schema's defaults. When it fails, check_config explains the violation
+# in one line naming the config file, the key and the fix (snakemake's message names neither);
+# the schema is checked only once on the way to a valid config.
+try:
+    validate(config, "workflow/schemas/config.schema.yaml")
+except WorkflowError:
+    check_config(
+        config,
+        f"{workflow.basedir}/workflow/schemas/config.schema.yaml",
+        workflow.configfiles,
+        workflow.config_settings.config,
+    )
+    raise
 
 
 include: "workflow/rules/common.smk"

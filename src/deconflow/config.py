@@ -1,8 +1,9 @@
 """Config validation with messages that name the config file, the key and the fix.
 
 snakemake's ``validate()`` reports a schema violation as a jsonschema dump that names neither the
-config file nor what to change. ``check_config`` runs first on the same schema and raises one
-``DeconflowError`` line instead; ``validate()`` then only fills in the defaults.
+config file nor what to change. When ``validate()`` fails, the Snakefile calls ``check_config``
+on the same schema, which raises one ``DeconflowError`` line instead (a valid config is checked
+only once, by ``validate()``, which also fills in the defaults).
 """
 
 from __future__ import annotations
