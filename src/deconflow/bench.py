@@ -93,16 +93,22 @@ def copy_project(source: Path, dest: Path, resources: Path | None = None) -> Pat
     return dest
 
 
+def project_env(workdir: Path) -> dict:
+    """Environment for snakemake in a project copy: this python first on PATH (jobs find it),
+    the copy's library first on PYTHONPATH (jobs import the copied code, not an installed one)."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(Path(workdir) / "src"), env.get("PYTHONPATH", "")] if p)
+    return env
+
+
 def pipeline_wall_seconds(workflow_dir: Path, work: Path) -> float:
     """Wall time of `snakemake --profile profiles/local` (default config) in a fresh copy at ``work``."""
     resources = workflow_dir / "resources"
     copy_project(workflow_dir, work, resources if resources.is_dir() else None)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(work / "src"), env.get("PYTHONPATH", "")] if p)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "snakemake", "--profile", "profiles/local", "--quiet", "rules"], cwd=work, env=env,
-                   check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "snakemake", "--profile", "profiles/local", "--quiet", "rules"], cwd=work,
+                   env=project_env(work), check=True, capture_output=True)
     return time.perf_counter() - start
 
 

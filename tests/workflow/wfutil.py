@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-from deconflow.bench import copy_project
+from deconflow.bench import copy_project, project_env
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_CONFIG = ["--configfile", "config/test.yaml"]
@@ -22,10 +21,7 @@ def project_copy(dest: Path, resources: Path | None = None) -> Path:
 
 def run_env(workdir: Path) -> dict:
     """The test's python first on PATH; the copy's library first on PYTHONPATH."""
-    env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(workdir / "src"), env.get("PYTHONPATH", "")] if p)
-    return env
+    return project_env(workdir)
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = RUN_TIMEOUT_S) -> subprocess.CompletedProcess:
