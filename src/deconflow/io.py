@@ -385,11 +385,31 @@ def read_signature(path: str | Path) -> pd.DataFrame:
     """Signature TSV (features x cell types, linear scale) as written by build_signature."""
     path = Path(path)
     if not path.exists():
-        raise DeconflowError(path, "signature file does not exist", "run `snakemake --forcerun build_signature`")
+        raise DeconflowError(path, "signature file is missing; every model is built from it", "run the signature rule first (`snakemake --forcerun build_signature`)")
     signature = pd.read_csv(path, sep="\t", index_col=0)
     signature.index = signature.index.astype(str)
     values = signature.to_numpy(dtype=np.float64)
     _check_finite(values, path, "the signature")
     if values.size == 0 or values.min() < 0:
         raise DeconflowError(path, "signature is empty or has negative entries", "rerun `snakemake --forcerun build_signature`")
+    sizes_path = path.with_name(LIBRARY_SIZE_FILE)
+    if sizes_path.exists():
+        signature.attrs["cell_library_size"] = read_library_size(sizes_path, signature.columns)
     return signature
+
+
+#: Written by build_signature next to signature.tsv: mean library size (UMIs per cell) per type.
+LIBRARY_SIZE_FILE = "cell_library_size.tsv"
+
+
+def read_library_size(path: str | Path, cell_types) -> pd.Series:
+    """Per-type mean library size, in the order of ``cell_types`` (all positive and finite)."""
+    sizes = pd.read_csv(path, sep="\t", index_col=0).iloc[:, 0]
+    sizes.index = sizes.index.astype(str)
+    missing = [t for t in map(str, cell_types) if t not in sizes.index]
+    if missing:
+        raise DeconflowError(path, f"no library size for cell types {missing}", "rerun `snakemake --forcerun build_signature`")
+    sizes = sizes.loc[list(map(str, cell_types))].astype(np.float64)
+    if not np.all(np.isfinite(sizes.to_numpy())) or (sizes <= 0).any():
+        raise DeconflowError(path, "library sizes must be positive and finite", "rerun `snakemake --forcerun build_signature`")
+    return sizes

@@ -12,3 +12,7 @@ MODULES: dict[str, tuple[str, bool]] = {
     "scaden": ("deconflow.models.scaden", True),
     "sparse": ("deconflow.models.sparse", True),
 }
+
+#: Models whose fit uses the ``linear_fit`` config section (NNLS itself, HP-VADE's NNLS prior):
+#: only these rerun when it changes.
+USES_LINEAR_FIT: frozenset[str] = frozenset({"nnls", "hpvade"})

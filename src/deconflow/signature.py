@@ -26,6 +26,25 @@ def cell_type_mean_cpm(counts: sp.csr_matrix, labels: np.ndarray, genes, cell_ty
     return pd.DataFrame(columns, index=pd.Index(np.asarray(genes).astype(str), name="gene"))
 
 
+def cell_type_library_size(counts: sp.csr_matrix, labels: np.ndarray, cell_types: list[str]) -> pd.Series:
+    """Mean total counts per cell (UMIs) of each cell type: its mRNA content per cell.
+
+    Why: a CPM mixture is Σ_k m_k·S_k with m_k the type's share of *mRNA*; pseudobulk truth and
+    flow cytometry are shares of *cells*. With L_k the mean library size, m_k ∝ p_k·L_k, so the
+    cell fractions are p_k ∝ m_k / L_k (the conversion MuSiC and Rectangle apply). Cell types
+    differ several-fold (embedded PBMC: platelets ≈ 900, T cells ≈ 1,800, plasma cells ≈ 10,000).
+    """
+    labels = np.asarray(labels).astype(str)
+    totals = np.asarray(sp.csr_matrix(counts).sum(axis=1)).ravel().astype(np.float64)
+    sizes = {}
+    for cell_type in cell_types:
+        members = labels == cell_type
+        if not members.any():
+            raise ValueError(f"no cells of type {cell_type!r} to measure its library size")
+        sizes[cell_type] = float(totals[members].mean())
+    return pd.Series(sizes, name="mean_library_size").rename_axis("cell_type")
+
+
 def select_marker_genes(signature: pd.DataFrame, n_per_type: int, min_mean_cpm: float = 1.0) -> pd.DataFrame:
     """Keep the ``n_per_type`` genes per type with the largest log fold change against the
     highest other type (among genes with mean CPM ≥ ``min_mean_cpm`` in that type).

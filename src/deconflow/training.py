@@ -81,7 +81,7 @@ import pandas as pd
 from . import __version__
 from .errors import DeconflowError
 from .evaluation import compute_metrics
-from .io import MixtureSet, file_checksum, read_mixtures, write_table
+from .io import MixtureSet, file_checksum, read_mixtures, read_signature, write_table
 from .models.base import FittedModel, read_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -591,18 +591,6 @@ def read_training_cells(reference_path, split_path, feature_names, cell_types, l
         cells = cpm(reference.counts[keep])[:, gene_index].tocsr().astype(np.float32)
         out += [cells, np.array([type_index[lab] for lab in reference.labels[keep]], dtype=np.int64)]
     return tuple(out)
-
-
-def read_signature(path) -> pd.DataFrame:
-    path = Path(path) if path else None
-    if path is None or not path.exists():
-        raise DeconflowError(path, "signature file is missing; learned models are initialised from it", "run the signature rule first")
-    signature = pd.read_csv(path, sep="\t", index_col=0)
-    signature.index = signature.index.astype(str)
-    signature.columns = signature.columns.astype(str)
-    if signature.empty or not np.all(np.isfinite(signature.to_numpy(dtype=np.float64))):
-        raise DeconflowError(path, "signature is empty or has NaN/inf values", "rerun the signature rule")
-    return signature
 
 
 def train_from_files(

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from deconflow.registry import MODULES
+from deconflow.registry import MODULES, USES_LINEAR_FIT
 
 LIBRARY = Path(workflow.basedir) / "src" / "deconflow"
 SPLITS = ["train", "val", "test"]
@@ -132,11 +132,18 @@ BASELINE_MODELS = [m for m in MODELS if not MODULES[m][1]]
 LEARNED_MODELS = [m for m in MODELS if MODULES[m][1]]
 
 
+def linear_fit_settings(wildcards):
+    """The `linear_fit` section for models that use it (modality rna), else nothing."""
+    if wildcards.model in USES_LINEAR_FIT and modality(wildcards) == "rna":
+        return {"linear_fit": dict(config["linear_fit"])}
+    return {}
+
+
 def model_settings(wildcards):
     """Shared training settings plus the model's own sub-section (only these trigger a rerun)."""
     train = config.get("train", {})
     shared = {k: v for k, v in train.items() if not isinstance(v, dict)}
-    return {**shared, **train.get(wildcards.model, {})}
+    return {**shared, **train.get(wildcards.model, {}), **linear_fit_settings(wildcards)}
 
 
 def training_inputs(wildcards):
@@ -150,11 +157,19 @@ def training_inputs(wildcards):
     if dataset_config(wildcards).get("modality", "rna") == "rna":
         inputs["reference"] = reference_file(wildcards)
         inputs["split"] = f"results/{wildcards.dataset}/split/cells.tsv"
+        inputs["library_size"] = library_size_file(wildcards)
     return inputs
 
 
 def modality(wildcards):
     return dataset_config(wildcards).get("modality", "rna")
+
+
+def library_size_file(wildcards):
+    """Per-type mean library size (RNA: written by build_signature), for cell fractions."""
+    if modality(wildcards) == "rna":
+        return f"results/{wildcards.dataset}/signature/cell_library_size.tsv"
+    return []
 
 
 EVALUATION_CODE = MODEL_CODE + library_files("evaluation")

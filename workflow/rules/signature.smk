@@ -8,6 +8,7 @@ rule build_signature:
         code=library_files("normalize", "signature"),
     output:
         signature="results/{dataset}/signature/signature.tsv",
+        library_size="results/{dataset}/signature/cell_library_size.tsv",
     log:
         "logs/{dataset}/build_signature.log",
     wildcard_constraints:

@@ -5,6 +5,7 @@ rule fit_baseline:
     input:
         train=mixture_file("train"),
         signature="results/{dataset}/signature/signature.tsv",
+        library_size=library_size_file,
         code=MODEL_CODE,
     output:
         best="results/{dataset}/models/{model}/checkpoint_best.pt",
@@ -14,6 +15,8 @@ rule fit_baseline:
         model=alternatives(BASELINE_MODELS),
     conda:
         "../../envs/deconflow.yaml"
+    params:
+        settings=linear_fit_settings,
     script:
         "../scripts/fit_baseline.py"
 

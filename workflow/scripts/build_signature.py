@@ -2,7 +2,7 @@
 
 from deconflow.io import read_reference, write_table
 from deconflow.logs import script_logging
-from deconflow.signature import cell_type_mean_cpm, select_marker_genes
+from deconflow.signature import cell_type_library_size, cell_type_mean_cpm, select_marker_genes
 from deconflow.split import read_split
 
 with script_logging(snakemake.log[0]) as log:
@@ -21,3 +21,6 @@ with script_logging(snakemake.log[0]) as log:
         signature = select_marker_genes(signature, int(n_markers))
         log.info("kept %d marker genes (%d per cell type requested)", len(signature), n_markers)
     write_table(signature, snakemake.output.signature)
+    library_size = cell_type_library_size(reference.counts[train], reference.labels[train], reference.cell_types)
+    log.info("mean library size per cell type (UMIs per cell, train pool):\n%s", library_size.round(1).to_string())
+    write_table(library_size.to_frame(), snakemake.output.library_size)

@@ -8,9 +8,10 @@ with script_logging(snakemake.log[0]) as log:
     model_name = snakemake.wildcards.model
     train = read_mixtures(snakemake.input.train, expect_normalization=None)
     signature = read_signature(snakemake.input.signature)
-    model = module_for(model_name).fit(train, None, signature, {})
+    model = module_for(model_name).fit(train, None, signature, dict(snakemake.params.settings))
     provenance = {
-        "inputs": {name: file_checksum(path) for name, path in [("signature", snakemake.input.signature)]},
+        "inputs": {name: file_checksum(path) for name, path in snakemake.input.items() if name in ("signature", "library_size")},
+        "settings": dict(snakemake.params.settings),
     }
     save_checkpoint(model.checkpoint(provenance), snakemake.output.best)
     log.info("%s fitted: %d features x %d cell types", model_name, len(model.feature_names), len(model.cell_types))

@@ -33,7 +33,7 @@ from torch.nn import functional as F
 from ..errors import DeconflowError
 from ..training import Learner, LearnerContext
 from .base import FittedModel, predict_in_batches
-from .nnls import batched_nnls
+from .nnls import LINEAR_FIT_DEFAULTS, batched_nnls, linear_fit_design
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,18 @@ DEFAULTS: dict = {
     "n_input_genes": 1000,  # encoder/VAE inputs: the N genes with the largest log1p-CPM std over training mixtures (0: all)
     "cpm_scale": "global",  # linear scale of CPM for S·p ≈ bulk: global (÷1e6) | gene_mean (÷ per-gene mean CPM)
     "gene_scale_floor": 1.0,  # CPM floor of the per-gene scale (genes rarer than this are not up-weighted)
+    # Platform-shift augmentation of the encoder's input: each training batch is one simulated
+    # platform, every gene's CPM multiplied by a log-normal factor exp(sd·z_g) (renormalised to
+    # CPM), and a share of genes hidden as if the bulk lacked them (see ``augment``). 0: off.
+    "augment_gene_sd": 0.0,
+    "augment_gene_dropout": 0.0,
+    # The blend weights are fitted on validation mixtures under one such fixed simulated
+    # platform shift (sd; 0: the clean validation mixtures), so that they reflect how each
+    # source holds up on a bulk of another platform, not only on pseudobulk of the reference.
+    "blend_shift_sd": 0.0,
+    # The NNLS prior's linear fit (markers, gene weights, cell fractions); the workflow passes
+    # the config's ``linear_fit`` section (defaults: ``deconflow.models.nnls.LINEAR_FIT_DEFAULTS``).
+    "linear_fit": None,
     # The KL(p_true || p) part of the bulk term keeps rising on validation while MAE and r still
     # improve (it punishes near-zero predictions of sparse types), so the best epoch is chosen by
     # validation MAE of the proportions.
@@ -69,6 +81,7 @@ SCALE_FLOOR_STD = 0.05
 BLEND_MAX, BLEND_GRID = 2.0, 11  # candidate coefficients 0, 0.2, ..., 2 per type and source
 BLEND_SWEEPS = 4  # coordinate-descent passes over the types
 KL_PROPORTIONS_WEIGHT = 0.1
+BLEND_SHIFT_SEED = 20240607  # the simulated platform of the blend fit (fixed: same weights every run)
 
 
 def inverse_softplus(values: torch.Tensor) -> torch.Tensor:
@@ -100,6 +113,10 @@ class HPVADENet(nn.Module):
         # the initial signature for the NNLS of the blend; fixed, unlike the learnable S below
         self.register_buffer("prior_signature", torch.zeros(n_features, n_types if nnls_blend else 0))
         self.register_buffer("prior_scale", torch.ones(()))  # prior_signature = S0 / prior_scale (max 1)
+        # linear-fit design of the prior: sqrt of each gene's residual weight (0: gene not used)
+        # and the per-type mean library size (mRNA → cell fractions; ones: no conversion)
+        self.register_buffer("prior_root_weight", torch.ones(n_features if nnls_blend else 0))
+        self.register_buffer("prior_library_size", torch.ones(n_types))
         # stacking coefficients per type (encoder 1, NNLS 0: encoder only); set after training
         # on the validation mixtures by fit_blend_weights
         self.register_buffer("blend_net", torch.ones(n_types))
@@ -119,8 +136,11 @@ class HPVADENet(nn.Module):
 
     # --- deconvolution branch
     def proportion_logits(self, cpm: torch.Tensor) -> torch.Tensor:
+        """Encoder logits. Genes the bulk lacks (NaN) enter at their training mean (z = 0):
+        filling them with 0 CPM instead tells the encoder they are strongly down, which on a
+        bulk sharing half the reference's genes moved 30 % of the mass to NK cells."""
         z = (torch.log1p(cpm[:, self.input_index].clamp_min(0)) - self.input_mean) / self.input_std
-        return self.encoder(z)
+        return self.encoder(torch.nan_to_num(z, nan=0.0))
 
     @torch.no_grad()
     def nnls_prior(self, cpm: torch.Tensor) -> torch.Tensor:
@@ -136,8 +156,10 @@ class HPVADENet(nn.Module):
         validation mixtures, whose cells the encoder has not seen either.
         """
         with torch.autocast(device_type=cpm.device.type, enabled=False):
-            p, _ = batched_nnls(self.prior_signature, cpm.float() / self.prior_scale, self.prior_iterations)
-        return p
+            x = cpm.float() * self.prior_root_weight / self.prior_scale
+            p, _ = batched_nnls(self.prior_signature, x, self.prior_iterations)
+            q = p / self.prior_library_size
+            return q / q.sum(dim=1, keepdim=True).clamp_min(1e-12)
 
     def proportions(self, cpm: torch.Tensor) -> torch.Tensor:
         p = torch.softmax(self.proportion_logits(cpm).float(), dim=1)
@@ -250,9 +272,39 @@ def build_net(train_features: np.ndarray, signature: pd.DataFrame, settings: dic
         log.info("initialising signature matrix from cell type means (%d features x %d cell types)", n_features, n_types)
         net.signature_raw.copy_(inverse_softplus(S / scale[:, None]))
         if net.nnls_blend:
-            net.prior_scale.fill_(float(S.max().clamp_min(1e-12)))
-            net.prior_signature.copy_(S / net.prior_scale)
+            linear_fit = {**LINEAR_FIT_DEFAULTS, **(settings.get("linear_fit") or {})}
+            rows, weights = linear_fit_design(signature, linear_fit)
+            root_weight = torch.zeros(n_features)
+            root_weight[torch.from_numpy(rows)] = torch.from_numpy(np.sqrt(weights)).float()
+            weighted = S * root_weight[:, None]
+            net.prior_scale.fill_(float(weighted.max().clamp_min(1e-12)))
+            net.prior_signature.copy_(weighted / net.prior_scale)
+            net.prior_root_weight.copy_(root_weight)
+            sizes = signature.attrs.get("cell_library_size")
+            if linear_fit["cell_fractions"] and sizes is not None:
+                net.prior_library_size.copy_(torch.as_tensor(np.asarray(sizes, dtype=np.float32)))
+            log.info("NNLS prior: %d genes, weights %s, %s", len(rows), linear_fit["weight_offset_cpm"],
+                     "cell fractions" if linear_fit["cell_fractions"] and sizes is not None else "mRNA fractions")
     return net
+
+
+def augment(cpm: torch.Tensor, gene_sd: float, dropout: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One simulated platform for a batch: CPM × exp(gene_sd·z_g) per gene, renormalised to CPM,
+    then a ``dropout`` share of genes set to NaN (not measured; the encoder reads them as z = 0).
+
+    The factor is shared by every sample of the batch, as a platform effect is shared by every
+    sample of a cohort; a full-length TPM bulk vs a 3' UMI reference differs per gene by roughly
+    that much (and lacks many of the reference's genes).
+    """
+    out = cpm
+    if gene_sd > 0:
+        z = torch.randn(cpm.shape[1], generator=generator, device=cpm.device if generator is None else "cpu").to(cpm.device)
+        out = cpm * torch.exp(gene_sd * z)
+        out = out / out.sum(dim=1, keepdim=True).clamp_min(1e-12) * 1e6
+    if dropout > 0:
+        u = torch.rand(cpm.shape[1], generator=generator, device=cpm.device if generator is None else "cpu").to(cpm.device)
+        out = torch.where(u < dropout, torch.full_like(out, float("nan")), out)
+    return out
 
 
 def proportion_loss(pred: torch.Tensor, true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -292,7 +344,9 @@ class HPVADELearner(Learner):
     def loss_terms(self, batch: dict) -> dict:
         net = self.module
         x = batch["features"]
-        p = net.proportions(x)
+        gene_sd, dropout = float(self.settings["augment_gene_sd"]), float(self.settings["augment_gene_dropout"])
+        # the encoder reads a shifted platform in training; S·p reconstructs the clean mixture
+        p = net.proportions(augment(x, gene_sd, dropout) if net.training and (gene_sd > 0 or dropout > 0) else x)
         recon = net.reconstruct_scaled(p).float()
         target = (x / net.feature_scale).float()
         mse, kl_p = proportion_loss(p, batch["proportions"])
@@ -315,6 +369,10 @@ class HPVADELearner(Learner):
         model = HPVADEModel.from_net(self.module, self.settings, self.feature_names, self.cell_types, self.scale_description)
         if model.net.nnls_blend and self.val_mixtures is not None:
             features, truth = self.val_mixtures
+            shift_sd = float(self.settings["blend_shift_sd"])
+            if shift_sd > 0:  # one fixed simulated platform (same every epoch)
+                generator = torch.Generator().manual_seed(BLEND_SHIFT_SEED)
+                features = augment(torch.as_tensor(np.asarray(features, dtype=np.float32)), shift_sd, 0.0, generator).numpy()
             p_net = torch.from_numpy(model.predict(features))  # coefficients are still (1, 0): encoder only
             if self._val_nnls is None:  # the NNLS part is fixed: solve it once
                 self._val_nnls = torch.from_numpy(predict_in_batches(model.net.nnls_prior, features, len(self.cell_types)))
@@ -346,6 +404,11 @@ class HPVADEModel(FittedModel):
 
     def predict(self, features: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         return predict_in_batches(self.net.proportions, features, len(self.cell_types), batch_size)
+
+    def predict_partial(self, features: np.ndarray) -> np.ndarray:
+        """Genes the bulk lacks stay NaN: the encoder reads them at their training mean and the
+        NNLS prior drops them (see ``HPVADENet.proportion_logits`` and ``batched_nnls``)."""
+        return self.predict(features)
 
     def signature_cpm(self) -> pd.DataFrame:
         with torch.no_grad():

@@ -1,16 +1,72 @@
-"""NNLS baseline: p = NNLS(S, bulk) normalised to sum 1.
+"""NNLS baseline: p = NNLS(S, bulk) normalised to sum 1, and the linear fit shared with HP-VADE.
 
 Works for CPM (RNA, S = cell-type mean CPM) and for betas (methylation atlas, MethAtlas-style):
 both are linear mixtures of their columns.
+
+The linear fit on CPM (``LINEAR_FIT_DEFAULTS``, config section ``linear_fit``) has three parts,
+each measured on validation mixtures and on the real DAISM cohort (README, "Models"):
+
+- **genes**: the ``marker_genes_per_type`` most type-specific genes per type (None: all);
+- **gene weights**: each gene's squared residual is weighted by 1 / (mean_k S_gk + offset)²,
+  i.e. residuals relative to the gene's expression. Unweighted least squares in CPM is dominated
+  by a few hundred very highly expressed genes (ribosomal, MHC, S100), exactly the ones most
+  changed between a 10x 3' UMI reference and full-length bulk; the offset (CPM) keeps rare,
+  noisy genes from taking over instead (DWLS and Rectangle weight genes in the same spirit);
+- **cell fractions**: NNLS of a mean-CPM signature estimates each type's share of mRNA
+  m_k ∝ p_k·L_k; dividing by the per-type mean library size L_k of the train pool and
+  renormalising gives cell fractions p (MuSiC, Rectangle). Pseudobulk truth and flow cytometry
+  are cell fractions.
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import nnls
 
+from ..signature import select_marker_genes
 from .base import FittedModel
+
+log = logging.getLogger(__name__)
+
+#: Linear-fit settings (config ``linear_fit``); chosen on validation mixtures under a simulated
+#: platform shift (README, "Models"): 200 markers per type, offset 10 CPM, cell fractions.
+LINEAR_FIT_DEFAULTS = {"marker_genes_per_type": 200, "weight_offset_cpm": 10.0, "cell_fractions": True}
+
+
+def linear_fit_design(signature: pd.DataFrame, settings: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(row indices of the genes the fit uses, per-gene weight of the squared residual).
+
+    Weights are normalised to a maximum of 1 (a common factor does not change the solution).
+    """
+    settings = {**LINEAR_FIT_DEFAULTS, **(settings or {})}
+    n_markers = settings["marker_genes_per_type"]
+    if n_markers:
+        rows = pd.Index(signature.index).get_indexer(select_marker_genes(signature, int(n_markers)).index)
+    else:
+        rows = np.arange(signature.shape[0])
+    offset = settings["weight_offset_cpm"]
+    if offset is None:
+        weights = np.ones(len(rows))
+    else:
+        weights = 1.0 / (signature.to_numpy(dtype=np.float64)[rows].mean(axis=1) + float(offset)) ** 2
+        weights = weights / weights.max()
+    return np.asarray(rows, dtype=np.int64), weights
+
+
+def cell_fractions(mrna_fractions: np.ndarray, library_size: np.ndarray | None) -> np.ndarray:
+    """mRNA shares → cell shares: p_k ∝ m_k / L_k, rows renormalised (unchanged without sizes).
+
+    A row that is all zero stays as it is (nothing to convert).
+    """
+    m = np.atleast_2d(np.asarray(mrna_fractions, dtype=np.float64))
+    if library_size is None:
+        return m
+    q = m / np.asarray(library_size, dtype=np.float64)[None, :]
+    totals = q.sum(axis=1, keepdims=True)
+    return np.where(totals > 0, q / np.where(totals > 0, totals, 1.0), m)
 
 
 def nnls_proportions(signature: np.ndarray, features: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
@@ -88,37 +144,67 @@ def batched_nnls(signature: "torch.Tensor", features: "torch.Tensor", iterations
 
 
 class NNLSModel(FittedModel):
+    """NNLS of the signature, optionally on marker genes with gene weights, in cell fractions.
+
+    Without ``rows``/``weights``/``library_size`` it is plain NNLS on every feature (the
+    methylation atlas, and checkpoints written before the linear-fit settings existed).
+    """
+
     name = "nnls"
 
-    def __init__(self, signature: pd.DataFrame, normalization: str = "cpm", scale: float | None = None):
+    def __init__(self, signature: pd.DataFrame, normalization: str = "cpm", scale: float | None = None,
+                 rows: np.ndarray | None = None, weights: np.ndarray | None = None, library_size: np.ndarray | None = None):
         super().__init__(signature.index, signature.columns, normalization)
         self.signature = signature.to_numpy(dtype=np.float64)
         # Scaling S and x by the same constant leaves NNLS's solution unchanged but keeps the
         # solver's tolerances meaningful for CPM-sized numbers.
         self.scale = float(scale if scale is not None else max(self.signature.max(), 1e-12))
+        self.rows = np.arange(self.signature.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.weights = np.ones(len(self.rows)) if weights is None else np.asarray(weights, dtype=np.float64)
+        self.library_size = None if library_size is None else np.asarray(library_size, dtype=np.float64)
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        return nnls_proportions(self.signature / self.scale, np.asarray(features, dtype=np.float64) / self.scale)
+        return self.predict_partial(features)
 
     def predict_partial(self, features: np.ndarray) -> np.ndarray:
         """NNLS on the measured features only: dropping rows of S (without re-normalising its
         columns) keeps x ∝ S_shared · p, so the normalised solution is still p."""
-        features = np.atleast_2d(np.asarray(features, dtype=np.float64))
-        out = np.empty((features.shape[0], self.signature.shape[1]))
-        for i, x in enumerate(features):
-            observed = np.isfinite(x)
-            out[i] = nnls_proportions(self.signature[observed] / self.scale, x[observed][None, :] / self.scale)[0]
-        return out
+        features = np.atleast_2d(np.asarray(features, dtype=np.float64))[:, self.rows]
+        root_w = np.sqrt(self.weights)
+        design = self.signature[self.rows] * root_w[:, None] / self.scale
+        scaled = features * root_w[None, :] / self.scale
+        observed = np.isfinite(scaled)
+        if observed.all():
+            mrna = nnls_proportions(design, scaled)
+        else:
+            mrna = np.empty((features.shape[0], self.signature.shape[1]))
+            for i, x in enumerate(scaled):
+                mrna[i] = nnls_proportions(design[observed[i]], x[observed[i]][None, :])[0]
+        return cell_fractions(mrna, self.library_size)
 
     def state(self) -> dict:
-        return {"signature": self.signature, "scale": self.scale}
+        return {"signature": self.signature, "scale": self.scale, "rows": self.rows, "weights": self.weights,
+                "library_size": self.library_size}
 
     @classmethod
     def from_state(cls, state: dict, feature_names, cell_types, normalization: str) -> "NNLSModel":
         df = pd.DataFrame(state["signature"], index=feature_names, columns=cell_types)
-        return cls(df, normalization=normalization, scale=state["scale"])
+        return cls(df, normalization=normalization, scale=state["scale"], rows=state.get("rows"),
+                   weights=state.get("weights"), library_size=state.get("library_size"))
 
 
 def fit(train, val, signature: pd.DataFrame, settings: dict, **_) -> NNLSModel:
-    """NNLS has nothing to learn: the fitted model is the signature itself."""
-    return NNLSModel(signature, normalization=train.normalization)
+    """NNLS has nothing to learn: the fitted model is the signature with its linear-fit design.
+
+    On CPM the ``linear_fit`` settings (markers, gene weights, cell fractions) apply; betas of a
+    methylation atlas keep plain NNLS on every region (their fractions are of DNA already).
+    """
+    if train.normalization != "cpm":
+        return NNLSModel(signature, normalization=train.normalization)
+    linear_fit = {**LINEAR_FIT_DEFAULTS, **(settings.get("linear_fit") or {})}
+    rows, weights = linear_fit_design(signature, linear_fit)
+    library_size = signature.attrs.get("cell_library_size") if linear_fit["cell_fractions"] else None
+    if linear_fit["cell_fractions"] and library_size is None:
+        log.warning("no cell_library_size.tsv next to the signature: NNLS gives mRNA fractions, not cell fractions")
+    return NNLSModel(signature, normalization="cpm", rows=rows, weights=weights,
+                     library_size=None if library_size is None else np.asarray(library_size, dtype=np.float64))
