@@ -115,3 +115,33 @@ def test_trained_model_carries_its_validation_blend_coefficients(tmp_path):
     np.testing.assert_array_equal(loaded.predict(val.features), model.predict(val.features))
     plain, _ = train_learner("hpvade", train, val, signature, {**TINY_HPVADE, "epochs": 2, "nnls_blend": False}, 0, context=context)
     assert plain.net.prior_signature.numel() == 0 and bool((plain.net.blend_nnls == 0).all())
+
+
+def test_a_gene_the_bulk_lacks_enters_the_encoder_at_its_training_mean():
+    train, val, signature, _ = synthetic()
+    net = build_net(train.features, signature, settings()).eval()
+    x = torch.from_numpy(val.features[:8].astype(np.float32))
+    partial = x.clone()
+    partial[:, ::5] = float("nan")
+    at_mean = torch.where(torch.isnan(partial), torch.expm1(net.input_mean).expand_as(x), partial)  # z = 0
+    torch.testing.assert_close(net.proportion_logits(partial), net.proportion_logits(at_mean))
+    assert not torch.allclose(net.proportion_logits(partial), net.proportion_logits(torch.nan_to_num(partial)))
+    p = net.proportions(partial)
+    assert bool(torch.isfinite(p).all()) and torch.allclose(p.sum(1), torch.ones(8))
+
+
+def test_augmentation_is_one_gene_factor_shared_by_the_batch_then_cpm():
+    from deconflow.models.hpvade import augment
+
+    train, _, _, _ = synthetic()
+    x = torch.from_numpy(train.features[:16].astype(np.float64))
+    out = augment(x, 1.0, 0.0, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out.sum(1), torch.full((16,), 1e6, dtype=torch.float64))
+    log_ratio = torch.log(out / x)  # log f_g + per-sample constant
+    centred = log_ratio - log_ratio[0]
+    torch.testing.assert_close(centred, centred[:, :1].expand_as(centred))  # same factor for every sample
+    assert float(log_ratio[0].std()) > 0.5
+    hidden = augment(x, 0.0, 0.3, torch.Generator().manual_seed(1))
+    missing_genes = torch.isnan(hidden).all(0)
+    assert bool((torch.isnan(hidden).any(0) == missing_genes).all()) and 0.1 < float(missing_genes.float().mean()) < 0.5
+    torch.testing.assert_close(hidden[:, ~missing_genes], x[:, ~missing_genes])

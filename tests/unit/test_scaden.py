@@ -35,3 +35,16 @@ def test_training_lowers_loss_and_checkpoint_round_trips(tmp_path):
     loaded = load_model(tmp_path / "s.pt")
     np.testing.assert_array_equal(loaded.predict(val.features), model.predict(val.features))
     np.testing.assert_allclose(loaded.predict(val.features).sum(1), 1.0, atol=1e-5)
+
+
+def test_a_gene_the_bulk_lacks_reads_as_its_training_mean_cpm():
+    """predict_partial fills NaN genes with the training mixtures' mean CPM (not 0)."""
+    train, val, signature, _ = synthetic()
+    model, _ = train_learner("scaden", train, val, signature, {**TINY_SCADEN, "epochs": 1}, 0)
+    fill = np.asarray(train.features, dtype=np.float64).mean(axis=0)
+    np.testing.assert_allclose(model.net.missing_fill_cpm.numpy(), fill, rtol=1e-5)
+    partial = val.features.astype(np.float64).copy()
+    partial[:, ::4] = np.nan
+    filled = np.where(np.isnan(partial), fill[None, :], partial)
+    np.testing.assert_allclose(model.predict_partial(partial), model.predict(filled), atol=1e-6)
+    assert np.abs(model.predict_partial(partial) - model.predict(np.nan_to_num(partial))).max() > 1e-4

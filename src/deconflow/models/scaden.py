@@ -66,8 +66,13 @@ class ScadenEnsemble(nn.Module):
         self.members = nn.ModuleList(
             ScadenMember(n_features, n_types, hidden, dropout) for hidden, dropout in zip(ensemble_hidden_sizes, ensemble_dropout)
         )
+        # CPM that stands in for a gene the bulk lacks (NaN): its mean over the training mixtures.
+        # Zero would read as "not expressed" and, after the per-sample min-max, shift every other
+        # input (scaden's own pipeline instead retrains on the genes each bulk has).
+        self.register_buffer("missing_fill_cpm", torch.zeros(n_features))
 
     def member_proportions(self, features: torch.Tensor) -> list[torch.Tensor]:
+        features = torch.where(torch.isnan(features), self.missing_fill_cpm.to(features.dtype), features)
         transformed = scaden_transform(features)
         return [member(transformed) for member in self.members]
 
@@ -115,6 +120,10 @@ class ScadenModel(FittedModel):
     def predict(self, features: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         return predict_in_batches(self.net.proportions, features, len(self.cell_types), batch_size)
 
+    def predict_partial(self, features: np.ndarray) -> np.ndarray:
+        """Missing genes (NaN) take their training-mean CPM (``missing_fill_cpm``)."""
+        return self.predict(features)
+
     def state(self) -> dict:
         return {
             "architecture": dict(self.architecture),
@@ -133,6 +142,8 @@ class ScadenModel(FittedModel):
 
 def make_learner(train, signature: pd.DataFrame, settings: dict, context: LearnerContext) -> ScadenLearner:
     net = ScadenEnsemble(len(signature.index), len(signature.columns), settings["ensemble_hidden_sizes"], settings["ensemble_dropout"])
+    with torch.no_grad():
+        net.missing_fill_cpm.copy_(torch.as_tensor(np.asarray(train.features, dtype=np.float64).mean(axis=0), dtype=torch.float32))
     return ScadenLearner(net, settings, list(signature.index), list(signature.columns))
 
 
