@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from deconflow.io import read_mixtures
 
@@ -213,7 +214,7 @@ def test_invalidation_is_exactly_downstream(tiny_run):
         assert _dry_run_after(work) == DOWNSTREAM_OF_TRUTH
 
 
-def test_touching_the_truth_file_reruns_only_the_real_bulk_evaluation(tiny_run):
+def test_touching_the_truth_file_reruns_only_the_real_bulk_evaluation(tiny_run, tmp_path):
     work, _ = tiny_run
     truth = work / "resources" / "pbmc" / "daism_truth.tsv"
     with touched(truth):
@@ -221,14 +222,13 @@ def test_touching_the_truth_file_reruns_only_the_real_bulk_evaluation(tiny_run):
     assert scheduled_jobs(proc.stdout) == DOWNSTREAM_OF_TRUTH
     # exactly the three models' jobs on the daism bulk: nothing of the finotello bulk or the pseudobulk
     assert "bulk=finotello" not in proc.stdout and "bulk=daism" in proc.stdout
-    # a changed group mapping is a changed param: the same jobs rerun
-    groups = {"monocytic.lineage": ["Monocytes"], "CD4.T.cells": ["T cells CD4 conv", "Tregs"],
-              "CD8.T.cells": ["T cells CD8"], "B.cells": ["B cells"], "NK.cells": ["NK cells"]}
-    override = json.dumps({"tiny": {"reference": "resources/pbmc/reference.h5ad", "pseudobulk": {"n_test": 30}, "bulk": {
-        "finotello": {"path": "resources/pbmc/bulk.tsv"},
-        "daism": {"path": "resources/pbmc/daism_bulk.tsv", "truth": "resources/pbmc/daism_truth.tsv", "truth_groups": groups},
-    }}})
-    assert _dry_run_after(work, "--config", f"datasets={override}") == DOWNSTREAM_OF_TRUTH
+    # a changed group mapping (pDC and mDC left out) is a changed param: the same jobs rerun
+    config = yaml.safe_load((work / "config" / "test.yaml").read_text())
+    config["datasets"]["tiny"]["bulk"]["daism"]["truth_groups"]["monocytic.lineage"] = ["Monocytes"]
+    changed = tmp_path / "groups.yaml"
+    changed.write_text(yaml.safe_dump(config, sort_keys=False))  # key order is part of the params
+    proc = snakemake(work, "--configfile", str(changed), "-n")
+    assert scheduled_jobs(proc.stdout) == DOWNSTREAM_OF_TRUTH
 
 
 def test_old_log_scaled_pseudobulk_is_refused_not_reused(tiny_run, tmp_path):
