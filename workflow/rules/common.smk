@@ -5,6 +5,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from deconflow.registry import MODULES, USES_LINEAR_FIT
+from deconflow.truth import named_bulks
 
 LIBRARY = Path(workflow.basedir) / "src" / "deconflow"
 SPLITS = ["train", "val", "test"]
@@ -37,6 +38,21 @@ def datasets_of(modality):
     ]
 
 
+def dataset_bulks(dataset):
+    """The dataset's named bulk inputs: {name: {path, truth, truth_groups}} (`bulk: PATH` is one
+    bulk named `bulk`, see deconflow.truth.named_bulks)."""
+    return named_bulks(config["datasets"][dataset].get("bulk"))
+
+
+def bulks_with_truth(dataset):
+    return [name for name, b in dataset_bulks(dataset).items() if b["truth"]]
+
+
+# every bulk name of any dataset (the {bulk} wildcard's values)
+BULKS = list(dict.fromkeys(b for d in DATASETS for b in dataset_bulks(d)))
+BULKS_WITH_TRUTH = list(dict.fromkeys(b for d in DATASETS for b in bulks_with_truth(d)))
+
+
 def alternatives(names):
     """Regex matching exactly one of `names` (or nothing, for an empty list)."""
     return "|".join(re.escape(n) for n in names) if names else NEVER_MATCHES
@@ -45,6 +61,7 @@ def alternatives(names):
 wildcard_constraints:
     dataset=alternatives(DATASETS),
     model=alternatives(MODELS),
+    bulk=alternatives(BULKS),
     split="|".join(SPLITS),
 
 
@@ -68,8 +85,37 @@ def reference_file(wildcards):
     return dataset_config(wildcards)["reference"]
 
 
+def bulk_entry(wildcards):
+    bulks = dataset_bulks(wildcards.dataset)
+    if wildcards.bulk not in bulks:
+        _fail(
+            f"dataset {wildcards.dataset!r} has no bulk named {wildcards.bulk!r}",
+            f"use one of {sorted(bulks)} or add it under `datasets.{wildcards.dataset}.bulk`",
+        )
+    return bulks[wildcards.bulk]
+
+
 def bulk_file(wildcards):
-    return dataset_config(wildcards)["bulk"]
+    return bulk_entry(wildcards)["path"]
+
+
+def truth_file(wildcards):
+    truth = bulk_entry(wildcards)["truth"]
+    if not truth:
+        _fail(
+            f"bulk {wildcards.bulk!r} of dataset {wildcards.dataset!r} has no `truth`",
+            "add `truth` and `truth_groups` to it (see config/README.md)",
+        )
+    return truth
+
+
+def truth_settings(wildcards):
+    """What the real-bulk evaluation reads besides its inputs (params: changing them reruns it)."""
+    return {
+        "truth_groups": bulk_entry(wildcards)["truth_groups"],
+        "bulk_path": bulk_file(wildcards),
+        "key": f"datasets.{wildcards.dataset}.bulk.{wildcards.bulk}",
+    }
 
 
 def mixture_file(split):
@@ -99,10 +145,17 @@ def all_outputs(wildcards):
             outputs.append(f"results/{dataset}/plots/{model}/scatter.png")
             if MODULES[model][1]:  # learned: has a training log
                 outputs.append(f"results/{dataset}/plots/{model}/training_curves.png")
-            if ds.get("bulk"):
+            for bulk in dataset_bulks(dataset):
                 outputs.append(
-                    f"results/{dataset}/deconvolution/{model}/proportions.csv"
+                    f"results/{dataset}/deconvolution/{bulk}/{model}/proportions.csv"
                 )
+            for bulk in bulks_with_truth(dataset):
+                outputs.append(f"results/{dataset}/plots/bulk_{bulk}/{model}/miami.png")
+                outputs.append(
+                    f"results/{dataset}/plots/bulk_{bulk}/{model}/scatter.png"
+                )
+        for bulk in bulks_with_truth(dataset):
+            outputs.append(f"results/{dataset}/bulk_evaluation/{bulk}/comparison.csv")
     return outputs
 
 
@@ -194,7 +247,9 @@ def methylation_simulation_settings(wildcards):
     return {
         "settings": {k: v for k, v in merged.items() if k != "spike_fraction_test"},
         "spike_fraction_test": float(merged.get("spike_fraction_test", 0.25)),
-        "n_mixtures": int(dataset_pseudobulk(wildcards.dataset)[f"n_{wildcards.split}"]),
+        "n_mixtures": int(
+            dataset_pseudobulk(wildcards.dataset)[f"n_{wildcards.split}"]
+        ),
     }
 
 
@@ -205,6 +260,13 @@ def atlas_min_coverage(wildcards):
 def comparison_inputs(wildcards):
     return [
         f"results/{wildcards.dataset}/evaluation/{model}/metrics.json"
+        for model in dataset_models(wildcards.dataset)
+    ]
+
+
+def bulk_comparison_inputs(wildcards):
+    return [
+        f"results/{wildcards.dataset}/bulk_evaluation/{wildcards.bulk}/{model}/metrics.json"
         for model in dataset_models(wildcards.dataset)
     ]
 

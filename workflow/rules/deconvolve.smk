@@ -1,4 +1,4 @@
-# Deconvolution of the dataset's real bulk samples with each fitted model.
+# Deconvolution of the dataset's real bulk samples with each fitted model, one job per named bulk.
 
 
 rule deconvolve_bulk:
@@ -7,9 +7,9 @@ rule deconvolve_bulk:
         bulk=bulk_file,
         code=DECONVOLUTION_CODE,
     output:
-        proportions="results/{dataset}/deconvolution/{model}/proportions.csv",
+        proportions="results/{dataset}/deconvolution/{bulk}/{model}/proportions.csv",
     log:
-        "logs/{dataset}/deconvolve_bulk/{model}.log",
+        "logs/{dataset}/deconvolve_bulk/{bulk}/{model}.log",
     conda:
         "../../envs/deconflow.yaml"
     params:

