@@ -145,3 +145,27 @@ def test_augmentation_is_one_gene_factor_shared_by_the_batch_then_cpm():
     missing_genes = torch.isnan(hidden).all(0)
     assert bool((torch.isnan(hidden).any(0) == missing_genes).all()) and 0.1 < float(missing_genes.float().mean()) < 0.5
     torch.testing.assert_close(hidden[:, ~missing_genes], x[:, ~missing_genes])
+
+
+def test_three_source_blend_is_a_local_optimum_of_its_own_mse():
+    """The fast per-type scoring in fit_blend_weights must agree with blend() itself: no single
+    type's coefficient triple on the grid gives a lower MSE than the fitted coefficients."""
+    from deconflow.models.hpvade import BLEND_GRID, BLEND_MAX, blend, fit_blend_weights
+
+    rng = np.random.default_rng(4)
+    truth = torch.from_numpy(rng.dirichlet(np.ones(4), size=150))
+    sources = [torch.from_numpy(rng.dirichlet(np.ones(4), size=150)) * 0.5 + truth * 0.5 for _ in range(3)]
+    coefs = torch.stack([c.double() for c in fit_blend_weights(*sources[:2], truth, sources[2])])
+    priors = torch.stack(sources[1:])
+
+    def mse(c):
+        return float((blend(sources[0], priors, c[0], c[1:, None, :]) - truth).pow(2).mean())
+
+    fitted = mse(coefs)
+    assert fitted < min(float((s - truth).pow(2).mean()) for s in sources)
+    grid = torch.linspace(0, BLEND_MAX, BLEND_GRID, dtype=torch.float64)
+    for k in range(4):
+        for _ in range(30):
+            trial = coefs.clone()
+            trial[:, k] = grid[torch.from_numpy(rng.integers(0, BLEND_GRID, size=3))]
+            assert mse(trial) >= fitted - 1e-12

@@ -80,7 +80,6 @@ USES_CELLS = True
 SCALE_FLOOR_STD = 0.05
 BLEND_MAX, BLEND_GRID = 2.0, 11  # candidate coefficients 0, 0.2, ..., 2 per type and source
 BLEND_SWEEPS = 4  # coordinate-descent passes over the types
-BLEND_CHUNK = 128  # candidate coefficient sets scored at once (memory: chunk x samples x types)
 KL_PROPORTIONS_WEIGHT = 0.1
 BLEND_SHIFT_SEED = 20240607  # the simulated platform of the blend fit (fixed: same weights every run)
 
@@ -230,30 +229,37 @@ def fit_blend_weights(p_net: torch.Tensor, p_nnls: torch.Tensor, truth: torch.Te
     once; starts from the encoder alone and moves only on a strict improvement. With ``p_plain``
     (the all-gene NNLS prior) a third coefficient per type; returns (a, b) or (a, b, c).
     """
-    sources = [p_net.double(), p_nnls.double()] + ([p_plain.double()] if p_plain is not None else [])
+    sources = torch.stack([p_net, p_nnls] + ([p_plain] if p_plain is not None else [])).double()  # S x n x K
     truth = truth.double()
-    n_types = p_net.shape[1]
-    coefs = torch.zeros(len(sources), n_types, dtype=torch.float64)
+    n_sources, n_samples, n_types = sources.shape
+    coefs = torch.zeros(n_sources, n_types, dtype=torch.float64)
     coefs[0] = 1.0
     grid = torch.linspace(0, BLEND_MAX, BLEND_GRID, dtype=torch.float64)
-    tuples = torch.cartesian_prod(*[grid] * len(sources))  # candidates x sources
-    stacked = torch.stack(sources[1:])
+    tuples = torch.cartesian_prod(*[grid] * n_sources).reshape(-1, n_sources)  # candidates x sources
+    fallback = (sources[0] - truth).pow(2).sum(dim=1)  # blend() returns p_net for an all-zero row
 
-    def score(candidates: torch.Tensor) -> torch.Tensor:  # candidates x sources x types -> MSE each
-        out = torch.empty(len(candidates), dtype=torch.float64)
-        for start in range(0, len(candidates), BLEND_CHUNK):
-            c = candidates[start : start + BLEND_CHUNK]
-            pred = blend(sources[0], stacked[:, None], c[:, None, 0, :], c[:, 1:, None, :].transpose(0, 1))
-            out[start : start + BLEND_CHUNK] = (pred - truth).pow(2).mean(dim=(1, 2))
-        return out
+    def errors_for_type(k: int) -> torch.Tensor:
+        """MSE of blend() for every candidate tuple of type k, the other types as they are.
 
-    best = float(score(coefs[None])[0])
+        Only column k and the row totals change, so the squared error of the other columns is
+        Σ_j (q_j/T − t_j)² = A/T² − 2B/T + C with per-sample sums A, B, C: O(candidates × n)."""
+        q = (coefs[:, None, :] * sources).sum(dim=0)  # n x K
+        others = torch.ones(n_types, dtype=torch.bool)
+        others[k] = False
+        q_o, t_o = q[:, others], truth[:, others]
+        a, b, c = q_o.pow(2).sum(1), (q_o * t_o).sum(1), t_o.pow(2).sum(1)
+        q_k = sources[:, :, k].T @ tuples.T  # n x candidates
+        total = q_o.sum(1, keepdim=True) + q_k
+        safe = total.clamp_min(1e-300)
+        squared = a[:, None] / safe**2 - 2 * b[:, None] / safe + c[:, None] + (q_k / safe - truth[:, k : k + 1]).pow(2)
+        squared = torch.where(total > 0, squared, fallback[:, None])
+        return squared.sum(dim=0) / (n_samples * n_types)
+
+    best = float((blend(p_net.double(), sources[1:], coefs[0], coefs[1:, None, :]) - truth).pow(2).mean())
     for _ in range(BLEND_SWEEPS):
         changed = False
         for k in range(n_types):
-            candidates = coefs.repeat(len(tuples), 1, 1)
-            candidates[:, :, k] = tuples
-            errors = score(candidates)
+            errors = errors_for_type(k)
             i = int(errors.argmin())
             if float(errors[i]) < best - 1e-12:
                 best, changed = float(errors[i]), True
