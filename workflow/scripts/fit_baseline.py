@@ -10,7 +10,7 @@ with script_logging(snakemake.log[0]) as log:
     signature = read_signature(snakemake.input.signature)
     model = module_for(model_name).fit(train, None, signature, dict(snakemake.params.settings))
     provenance = {
-        "inputs": {name: file_checksum(path) for name, path in snakemake.input.items() if name in ("signature", "library_size")},
+        "inputs": {name: file_checksum(path) for name, path in snakemake.input.items() if name in ("signature", "library_size") and path},
         "settings": dict(snakemake.params.settings),
     }
     save_checkpoint(model.checkpoint(provenance), snakemake.output.best)
