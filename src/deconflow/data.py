@@ -6,8 +6,7 @@ RNA-seq samples (Finotello et al. 2019, TPM-like).
 
 PBMC real bulk with measured fractions: the ``daism==2.0.5`` source distribution (DAISM-DNN, Lin et
 al., MIT licence) ships 20 PBMC bulk RNA-seq samples (TPM-like) with flow-cytometry fractions of 5
-groups as its calibration half. Only those two members are read; the archive's test half is held
-out for independent checking and never opened.
+groups as its calibration half. Only those two members (read by exact name) are used.
 """
 
 from __future__ import annotations

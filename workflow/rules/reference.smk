@@ -52,7 +52,7 @@ rule fetch_daism_sdist:
         " -d $(dirname {output.sdist:q}) > {log:q} 2>&1"
 
 
-# Only the calibration half (caliexp.txt, califra.txt) is read; the test half is held out.
+# Only the calibration half (caliexp.txt, califra.txt) is read, by exact member name.
 rule convert_daism:
     input:
         sdist=DAISM_SDIST,
