@@ -419,7 +419,8 @@ class HPVADELearner(Learner):
             if self._val_nnls is None:  # the NNLS parts are fixed: solve them once
                 self._val_nnls = [torch.from_numpy(predict_in_batches(prior, features, len(self.cell_types)))
                                   for prior in (model.net.nnls_prior, model.net.plain_prior)]
-            coef_net, coef_nnls, coef_plain = fit_blend_weights(p_net, *self._val_nnls[:1], torch.as_tensor(truth), self._val_nnls[1])
+            p_linear_fit, p_all_genes = self._val_nnls
+            coef_net, coef_nnls, coef_plain = fit_blend_weights(p_net, p_linear_fit, torch.as_tensor(truth), p_all_genes)
             with torch.no_grad():
                 model.net.blend_net.copy_(coef_net)
                 model.net.blend_nnls.copy_(coef_nnls)
