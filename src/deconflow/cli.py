@@ -38,6 +38,7 @@ def _bulk_settings(args) -> dict:
         "reference": args.reference,
         "gene_column": args.gene_column,
         "tx2gene": args.tx2gene,
+        "cell_mrna": args.cell_mrna,
     }
 
 
@@ -83,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", default=None, help="the model's reference, to match genes by its own Ensembl IDs (10x, h5ad with gene_ids)")
     p.add_argument("--gene-column", default=None, help="the reference's .var column with the second gene identifier (default: auto)")
     p.add_argument("--tx2gene", default=None, help="transcript -> gene table for transcript-level salmon quant.sf files")
+    p.add_argument("--cell-mrna", default=None,
+                   help="TSV of the bulk's mRNA content per cell of each type (cell_type, mrna_per_cell; `default` row for the rest): "
+                        "converts the model's cell fractions to the bulk's protocol (config key `cell_mrna` of a bulk)")
     p.add_argument("--out", required=True, help="output CSV (samples x cell types)")
     p.add_argument("--min-overlap", type=int, default=1000, help="minimum number of shared features (default 1000)")
     p.set_defaults(func=_deconvolve)

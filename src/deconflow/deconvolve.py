@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 
 from .bulk_formats import expand_bulk_paths, read_rna_bulk
+from .cell_content import checkpoint_cell_size, read_cell_mrna, to_bulk_cell_fractions
 from .errors import DeconflowError
 from .genes import match_bulk_genes, overlap_fix, read_gene_table
 from .io import read_bulk, write_table
 from .methylation_formats import SUFFIX_FORMATS, calls_format, read_methylation_samples
-from .models import FittedModel, load_model
+from .models import FittedModel, from_checkpoint, read_checkpoint
 from .normalize import CPM_SCALE, looks_log_scaled
 from .reference_formats import reference_gene_aliases
 
@@ -106,7 +107,7 @@ def read_rna_bulk_for_model(bulk_path, model: FittedModel, min_overlap: int, bul
 
 
 def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bulk_format: str | None = None,
-                    **rna_settings) -> pd.DataFrame:
+                    cell_mrna=None, **rna_settings) -> pd.DataFrame:
     """Model checkpoint + bulk file(s) -> proportions CSV (samples x cell types).
 
     RNA models: ``bulk_path`` is a path, glob, folder or list in any format of
@@ -115,9 +116,17 @@ def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bu
     ``counts_layer``, ``tx2gene``). Methylation models: one regions x samples betas table, or one
     or more per-sample Bismark / MethylDackel call files (paths, globs or a list), aggregated into
     the atlas regions with their read counts. ``bulk_format`` overrides detection in both.
+    ``cell_mrna`` (RNA only): a table of the bulk's mRNA content per cell of each type; the
+    model's reference-calibrated cell fractions are converted to it (``deconflow.cell_content``).
     """
-    model = load_model(model_path)
+    checkpoint = read_checkpoint(model_path)
+    model = from_checkpoint(checkpoint)
     bulk_format = None if bulk_format == "auto" else bulk_format
+    if cell_mrna and model.normalization != "cpm":
+        raise DeconflowError(cell_mrna, f"`cell_mrna` is for RNA bulks, but the model takes {model.normalization}",
+                             "remove `cell_mrna` (methylation fractions are of DNA, one copy per cell)")
+    content = read_cell_mrna(cell_mrna, model.cell_types) if cell_mrna else None
+    reference_size = checkpoint_cell_size(checkpoint, model_path) if cell_mrna else None
     if model.normalization == "cpm":
         paths = expand_bulk_paths(bulk_path)
         calls = sorted({f for f in (calls_format(p, bulk_format) for p in paths if Path(p).is_file()) if f in CALL_FORMATS})
@@ -143,6 +152,11 @@ def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bu
     features, n_shared = align_bulk(bulk, model, min_overlap, source=source)
     log.info("%d of %d model features matched in %s (%d samples)", n_shared, len(model.feature_names), source, bulk.shape[1])
     proportions = model.predict_partial(features)
+    if content is not None:
+        proportions = to_bulk_cell_fractions(proportions, reference_size, content)
+        listed = ", ".join(f"{t} {c:g}" for t, c in zip(model.cell_types, content) if np.isfinite(c))
+        log.info("cell fractions converted to the bulk's mRNA per cell from %s (%s; other types keep the reference's size)",
+                 cell_mrna, listed)
     table = pd.DataFrame(proportions, index=pd.Index(bulk.columns, name="sample_id"), columns=model.cell_types)
     write_table(table, Path(out_path))
     return table

@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
+from .cell_content import reference_cell_size
 from .errors import DeconflowError
 from .evaluation import compute_metrics
 from .io import MixtureSet, file_checksum, read_mixtures, read_reference, read_signature, write_table
@@ -721,5 +722,6 @@ def train_from_files(
                                     dataset.get("label_key", "cell_type"), dataset.get("counts_layer"),
                                     dataset.get("labels"), dataset.get("gene_column"))
         context.cells_train, context.labels_train, context.cells_val, context.labels_val = cells
-    provenance = {"inputs": {k: str(v) for k, v in inputs.items() if v}, "input_checksums": checksums, "dataset": dict(dataset)}
+    provenance = {"inputs": {k: str(v) for k, v in inputs.items() if v}, "input_checksums": checksums, "dataset": dict(dataset),
+                  "reference_cell_size": reference_cell_size(signature)}
     train_learner(model_name, train, val, signature, settings, seed, context=context, outputs=outputs, provenance=provenance)

@@ -26,11 +26,11 @@ SINGLE_BULK_NAME = "bulk"
 
 
 def named_bulks(bulk_setting) -> dict[str, dict]:
-    """A dataset's ``bulk`` config as ``{name: {"path", "truth", "truth_groups"[, "format", "quantity", "tx2gene"]}}``.
+    """A dataset's ``bulk`` config as ``{name: {"path", "truth", "truth_groups"[, "format", "quantity", "tx2gene", "cell_mrna"]}}``.
 
     ``None`` -> no bulk; a path (or a list) -> one bulk named ``SINGLE_BULK_NAME`` without truth.
     ``path`` may be a list of paths or globs (per-sample files: salmon, RSEM, methylation calls);
-    ``format``, ``quantity`` and ``tx2gene`` are kept when given.
+    ``format``, ``quantity``, ``tx2gene`` and ``cell_mrna`` are kept when given.
     """
     if not bulk_setting:
         return {}
@@ -41,8 +41,8 @@ def named_bulks(bulk_setting) -> dict[str, dict]:
             "path": str(entry["path"]) if isinstance(entry["path"], (str, Path)) else [str(p) for p in entry["path"]],
             "truth": entry.get("truth"),
             "truth_groups": dict(entry.get("truth_groups") or {}),
-            # how to read it (deconflow.bulk_formats): format, quantity, tx2gene
-            **{key: entry[key] for key in ("format", "quantity", "tx2gene") if entry.get(key) is not None},
+            # how to read it (deconflow.bulk_formats): format, quantity, tx2gene; its mRNA per cell
+            **{key: entry[key] for key in ("format", "quantity", "tx2gene", "cell_mrna") if entry.get(key) is not None},
         }
         for name, entry in bulk_setting.items()
     }

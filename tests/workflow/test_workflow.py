@@ -158,6 +158,24 @@ def test_cli_deconvolve_matches_the_rule(tiny_run, tmp_path):
     assert out.read_bytes() == (work / "results/tiny/deconvolution/finotello/nnls/proportions.csv").read_bytes()
 
 
+def test_cli_deconvolve_with_cell_mrna_matches_the_rule(tiny_run, tmp_path):
+    """The daism bulk of config/test.yaml has a `cell_mrna` table: the CLI's --cell-mrna gives the
+    rule's proportions, and they differ from the reference-calibrated ones (the table is applied)."""
+    work, _ = tiny_run
+    out, plain = tmp_path / "cli.csv", tmp_path / "plain.csv"
+    base = [
+        sys.executable, "-m", "deconflow.cli", "deconvolve",
+        "--model", str(work / "results/tiny/models/hpvade/checkpoint_best.pt"),
+        "--bulk", str(work / "resources/pbmc/daism_bulk.tsv"), "--reference", str(work / "resources/pbmc/reference.h5ad"),
+    ]
+    table = str(work / "config/cell_mrna/blood_racle2017.tsv")
+    subprocess.run([*base, "--cell-mrna", table, "--out", str(out)], check=True, env=run_env(work), capture_output=True, timeout=120, cwd=work)
+    assert out.read_bytes() == (work / "results/tiny/deconvolution/daism/hpvade/proportions.csv").read_bytes()
+    subprocess.run([*base, "--out", str(plain)], check=True, env=run_env(work), capture_output=True, timeout=120, cwd=work)
+    converted, calibrated = pd.read_csv(out, index_col=0), pd.read_csv(plain, index_col=0)
+    assert (converted["Monocytes"] < calibrated["Monocytes"]).all()  # monocytes hold 3.6x a T cell's mRNA, not 1.9x
+
+
 def test_lint_is_clean(tmp_path):
     work = project_copy(tmp_path)
     proc = subprocess.run(
@@ -214,6 +232,8 @@ def test_invalidation_is_exactly_downstream(tiny_run):
         assert _dry_run_after(work) == {"deconvolve_bulk": 3, **DOWNSTREAM_OF_TRUTH}
     with touched(work / "src" / "deconflow" / "truth.py"):
         assert _dry_run_after(work) == DOWNSTREAM_OF_TRUTH
+    with touched(work / "config" / "cell_mrna" / "blood_racle2017.tsv"):  # the daism bulk's mRNA per cell
+        assert _dry_run_after(work) == {"deconvolve_bulk": 3, **DOWNSTREAM_OF_TRUTH}
 
 
 def test_touching_the_truth_file_reruns_only_the_real_bulk_evaluation(tiny_run, tmp_path):

@@ -138,14 +138,20 @@ REFERENCE_FOLDER_FILES = ["matrix.mtx.gz", "features.tsv.gz", "barcodes.tsv.gz"]
 
 def deconvolution_inputs(wildcards):
     """RNA bulks are matched to the model's genes through the reference's own Ensembl IDs and the
-    gene table (and summed to genes through `tx2gene` for transcript-level salmon files).
+    gene table (and summed to genes through `tx2gene` for transcript-level salmon files); a bulk's
+    `cell_mrna` table converts the proportions to its mRNA content per cell.
     """
+    cell_mrna = bulk_entry(wildcards).get(
+        "cell_mrna"
+    )  # a methylation bulk's is refused by the library
     if modality(wildcards) != "rna":
-        return {}
+        return {"cell_mrna": cell_mrna} if cell_mrna else {}
     inputs = {
         "reference": reference_file(wildcards),
         "reference_files": reference_side_files(wildcards),
     }
+    if cell_mrna:
+        inputs["cell_mrna"] = cell_mrna
     if gene_table_file(wildcards):
         inputs["gene_table"] = gene_table_file(wildcards)
     if bulk_entry(wildcards).get("tx2gene"):
@@ -283,7 +289,7 @@ def training_inputs(wildcards):
         "val": f"results/{wildcards.dataset}/pseudobulk/val.h5",
         "signature": f"results/{wildcards.dataset}/signature/signature.tsv",
         "code": [c.format(model=wildcards.model) for c in MODEL_CODE]
-        + library_files("training", "evaluation", "normalize", "split"),
+        + library_files("training", "cell_content", "evaluation", "normalize", "split"),
     }
     if dataset_config(wildcards).get("modality", "rna") == "rna":
         inputs["code"] += library_files(*READER_CODE)
@@ -309,7 +315,12 @@ EVALUATION_CODE = MODEL_CODE + library_files("evaluation")
 #: what io.read_reference hands the reading to (imported when a reference is read)
 READER_CODE = ("reference_formats", "genes")
 DECONVOLUTION_CODE = MODEL_CODE + library_files(
-    "deconvolve", "normalize", "bulk_formats", "methylation_formats", *READER_CODE
+    "deconvolve",
+    "cell_content",
+    "normalize",
+    "bulk_formats",
+    "methylation_formats",
+    *READER_CODE,
 )
 
 

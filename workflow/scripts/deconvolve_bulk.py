@@ -9,6 +9,7 @@ with script_logging(snakemake.log[0]) as log:
     settings = dict(snakemake.params.bulk)  # format (both modalities), quantity and gene columns (RNA)
     if "reference" in inputs.keys():  # RNA: the reference's own gene IDs, the gene table, tx2gene
         settings.update(reference=inputs.reference, gene_table=inputs.get("gene_table"), tx2gene=inputs.get("tx2gene"))
+    settings["cell_mrna"] = inputs.get("cell_mrna") or None  # the bulk's mRNA per cell (RNA; refused for methylation)
     table = deconvolve_file(
         inputs.model, bulk if len(bulk) > 1 else bulk[0], snakemake.output.proportions, snakemake.params.min_overlap,
         **settings,

@@ -18,6 +18,9 @@ variant's figures on the second half of the *validation* mixtures (test mixtures
   uses the cohort's truth, so it is only a diagnostic of how much of the error is a per-group
   scale bias (it is not a mode of the pipeline).
 
+Proportions are converted with the bulk's ``cell_mrna`` table when it has one, as the run's
+deconvolution does (``--no-cell-mrna``: calibrated to the reference, as before that table).
+
     python -m deconflow.benchmarks.real_bulk --results results/pbmc --dataset pbmc --bulk daism
 """
 
@@ -32,11 +35,12 @@ import torch
 import yaml
 from scipy.optimize import minimize
 
+from ..cell_content import checkpoint_cell_size, read_cell_mrna, to_bulk_cell_fractions
 from ..deconvolve import align_bulk
 from ..evaluation import compute_metrics
 from ..io import read_bulk, read_mixtures
 from ..models import load_model
-from ..models.base import predict_in_batches
+from ..models.base import predict_in_batches, read_checkpoint
 from ..models.hpvade import BLEND_SHIFT_SEED, augment, blend, fit_blend_weights
 from ..truth import group_sums, named_bulks, read_truth, renormalise_rows
 from .common import print_table
@@ -115,6 +119,8 @@ def main(argv=None) -> int:
     parser.add_argument("--bulk", default="daism")
     parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
                         help="another HP-VADE checkpoint to score (its own stacking)")
+    parser.add_argument("--no-cell-mrna", action="store_true",
+                        help="score cell fractions calibrated to the reference, ignoring the bulk's `cell_mrna` table")
     parser.add_argument("--shift-sd", type=float, nargs="*", default=[0.5, 1.0])
     parser.add_argument("--adapt", default="200:0.001:0,200:0.001:0.01,200:0.001:1",
                         help="steps:learning_rate:anchor, comma separated ('' for none)")
@@ -123,13 +129,19 @@ def main(argv=None) -> int:
     config = yaml.safe_load(open(args.config))
     entry = named_bulks(config["datasets"][args.dataset]["bulk"])[args.bulk]
     groups = list(entry["truth_groups"])
-    hpvade = load_model(f"{args.results}/models/hpvade/checkpoint_best.pt")
+    hpvade_path = f"{args.results}/models/hpvade/checkpoint_best.pt"
+    hpvade = load_model(hpvade_path)
+    use_table = bool(entry.get("cell_mrna")) and not args.no_cell_mrna  # as the run's deconvolution does
+    content = read_cell_mrna(entry["cell_mrna"], hpvade.cell_types) if use_table else None
+    reference_size = checkpoint_cell_size(read_checkpoint(hpvade_path), hpvade_path) if use_table else None
     bulk = read_bulk(entry["path"])
     truth = read_truth(entry["truth"]).loc[bulk.columns.astype(str)]
     measured = renormalise_rows(truth[groups]).to_numpy()
     features, _ = align_bulk(bulk, hpvade, 1000, source=entry["path"])
 
     def shares(proportions: np.ndarray, cell_types) -> np.ndarray:
+        if content is not None:
+            proportions = to_bulk_cell_fractions(proportions, reference_size, content)
         frame = pd.DataFrame(proportions, columns=cell_types)
         return renormalise_rows(group_sums(frame, entry["truth_groups"])).to_numpy()
 
