@@ -185,3 +185,32 @@ def test_three_source_blend_is_a_local_optimum_of_its_own_mse():
             trial = coefs.clone()
             trial[:, k] = grid[torch.from_numpy(rng.integers(0, BLEND_GRID, size=3))]
             assert mse(trial) >= fitted - 1e-12
+
+
+def test_samples_further_from_the_signature_than_any_validation_mixture_get_the_linear_fit_prior(tmp_path):
+    """The threshold is ``ood_margin`` times the largest relative residual of the all-gene fit over
+    the validation mixtures: those keep the stacking; a bulk of another platform (every gene scaled by its own
+    strong factor) is beyond it and gets the linear-fit prior alone; ``ood_fallback: false``
+    never falls back. The threshold travels with the checkpoint."""
+    train, val, signature, context = synthetic()
+    model, _ = train_learner("hpvade", train, val, signature, {**TINY_HPVADE, "epochs": 2}, 0, context=context)
+    net = model.net
+    x_val = torch.from_numpy(val.features.astype(np.float32))
+    with torch.no_grad():
+        _, residual = net.plain_fit(x_val)
+        stacking = blend(torch.softmax(net.proportion_logits(x_val), dim=1), torch.stack([net.nnls_prior(x_val), net.plain_prior(x_val)]),
+                         net.blend_net, torch.stack([net.blend_nnls, net.blend_plain])[:, None, :])
+    assert float(net.fallback_residual) == pytest.approx(TINY_HPVADE.get("ood_margin", 1.5) * float(residual.max()), rel=1e-6)
+    torch.testing.assert_close(torch.from_numpy(model.predict(val.features)).float(), stacking.float())
+    factors = np.exp(2.0 * np.random.default_rng(1).standard_normal(val.features.shape[1]))
+    shifted = val.features[:8] * factors
+    shifted = (shifted / shifted.sum(axis=1, keepdims=True) * 1e6).astype(np.float32)
+    x_far = torch.from_numpy(shifted)
+    assert bool(net.off_distribution(x_far).all())
+    with torch.no_grad():
+        prior = net.nnls_prior(x_far)
+    torch.testing.assert_close(torch.from_numpy(model.predict_partial(shifted)).float(), prior.float())
+    save_checkpoint(model.checkpoint({}), tmp_path / "ckpt.pt")
+    np.testing.assert_array_equal(load_model(tmp_path / "ckpt.pt").predict(shifted), model.predict(shifted))
+    off, _ = train_learner("hpvade", train, val, signature, {**TINY_HPVADE, "epochs": 2, "ood_fallback": False}, 0, context=context)
+    assert not bool(torch.isfinite(off.net.fallback_residual)) and not bool(off.net.off_distribution(x_far).any())

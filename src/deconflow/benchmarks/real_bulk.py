@@ -10,6 +10,10 @@ variant's figures on the second half of the *validation* mixtures (test mixtures
 - the stacking refitted on the first half of the validation mixtures, with and without the
   all-gene prior (``train.hpvade.all_gene_prior``), clean and under a simulated platform shift
   (per-gene log-normal factors, ``train.hpvade.blend_shift_sd``);
+- the nnls fit made robust to outlier genes (Huber / bisquare reweighting, 10 % / 25 % of genes
+  trimmed), and HP-VADE falling back to its linear-fit prior for samples whose all-gene relative
+  residual is beyond any validation mixture's, also scored on validation mixtures under a
+  simulated shift (gated vs stacking vs the prior alone);
 - extra HP-VADE checkpoints (``--checkpoint NAME=PATH``, e.g. trained with augmentation);
 - TAPE-style adaptation at deconvolution: the encoder fine-tuned on the unlabeled bulk so that
   the initial signature reconstructs it (the linear fit's weighted objective), anchored to its
@@ -33,7 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
-from scipy.optimize import minimize
+from scipy.optimize import minimize, nnls
 
 from ..cell_content import checkpoint_cell_size, read_cell_mrna, to_bulk_cell_fractions
 from ..deconvolve import align_bulk
@@ -42,6 +46,7 @@ from ..io import read_bulk, read_mixtures
 from ..models import load_model
 from ..models.base import predict_in_batches, read_checkpoint
 from ..models.hpvade import BLEND_SHIFT_SEED, augment, blend, fit_blend_weights
+from ..models.nnls import batched_nnls, cell_fractions
 from ..truth import group_sums, named_bulks, read_truth, renormalise_rows
 from .common import print_table
 
@@ -109,6 +114,41 @@ def adapt_encoder(net, features: np.ndarray, steps: int, learning_rate: float, a
         loss.backward()
         optimizer.step()
     return adapted
+
+
+def robust_nnls(model, features: np.ndarray, kind: str, tuning: float, iterations: int = 10) -> np.ndarray:
+    """The nnls checkpoint's weighted fit made robust to outlier genes by iterative reweighting:
+    ``huber`` / ``bisquare`` (tuning constant in MADs of the weighted residuals) or ``trim``
+    (drop the ``tuning`` share of genes with the largest residuals, FARDEEP-like); cell fractions."""
+    design = model.signature[model.rows] / model.scale
+    out = []
+    for x in np.asarray(features, dtype=np.float64)[:, model.rows] / model.scale:
+        seen = np.isfinite(x)
+        A, b, base = design[seen], x[seen], model.weights[seen]
+        weights = base.copy()
+        for _ in range(iterations):
+            root = np.sqrt(weights)
+            coef, _ = nnls(A * root[:, None], b * root, maxiter=50 * A.shape[1])
+            residual = (b - A @ coef) * np.sqrt(base)
+            u = np.abs(residual) / (1.4826 * np.median(np.abs(residual - np.median(residual))) + 1e-12)
+            if kind == "huber":
+                weights = base * np.minimum(1.0, tuning / np.maximum(u, 1e-12))
+            elif kind == "bisquare":
+                weights = base * np.where(u < tuning, (1 - (u / tuning) ** 2) ** 2, 0.0)
+            else:
+                weights = base * (u <= np.quantile(u, 1 - tuning))
+        out.append(coef / max(coef.sum(), 1e-12))
+    return cell_fractions(np.array(out), model.library_size)
+
+
+def relative_residual(net, features: np.ndarray) -> np.ndarray:
+    """||x - S·p|| / ||x|| of HP-VADE's all-gene NNLS prior per sample (observed genes): how far a
+    sample is from anything the reference's signature can make."""
+    x = torch.from_numpy(np.asarray(features, dtype=np.float32)) / net.plain_prior_scale
+    _, rms = batched_nnls(net.plain_prior_signature, x, net.prior_iterations)
+    seen = ~torch.isnan(x)
+    norm = (torch.nan_to_num(x).pow(2).sum(dim=1) / seen.sum(dim=1).clamp_min(1)).sqrt()
+    return (rms / norm).numpy()
 
 
 def main(argv=None) -> int:
@@ -183,6 +223,26 @@ def main(argv=None) -> int:
         a, b = fit_blend_weights(parts[0], parts[1], fit_p)
         coefs = (a, b, torch.zeros_like(b))
         add(f"stacking refit on val half, shift sd {shift_sd}", stacked(real_parts, coefs), types, stacked(val_parts, coefs))
+
+    for kind, tuning in [("huber", 1.345), ("bisquare", 4.685), ("trim", 0.1), ("trim", 0.25)]:
+        add(f"nnls robust fit: {kind} {tuning}", robust_nnls(nnls, nnls_x, kind, tuning), nnls.cell_types,
+            robust_nnls(nnls, score_x, kind, tuning))
+    # fall back to the linear-fit prior where a sample is further from the signature than any
+    # validation mixture of the first half (the threshold), for the bulk and for shifted validation
+    threshold = float(relative_residual(net, fit_x).max())
+    gated = {}
+    for shift_sd in [0.0] + list(args.shift_sd):
+        x = score_x if shift_sd == 0 else augment(torch.from_numpy(score_x), shift_sd, 0.0,
+                                                  torch.Generator().manual_seed(BLEND_SHIFT_SEED + 1)).numpy()
+        parts, far = sources(net, x), relative_residual(net, x) > threshold
+        gated[shift_sd] = (np.where(far[:, None], parts[1].numpy(), stacked(parts, run_coefs)), parts)
+    far = relative_residual(net, features) > threshold
+    add(f"hpvade, linear-fit prior where residual > {threshold:.3f} ({int(far.sum())} of {len(far)} bulks)",
+        np.where(far[:, None], real_parts[1].numpy(), hp_real), types, gated[0.0][0])
+    for shift_sd in args.shift_sd:  # on validation mixtures under a simulated shift: gated vs stacking vs prior
+        out, parts = gated[shift_sd]
+        for label, proportions in [("gated", out), ("stacking", stacked(parts, run_coefs)), ("linear-fit prior", parts[1].numpy())]:
+            rows.append({"variant": f"val half under shift sd {shift_sd}: hpvade {label}", **pseudobulk_scores(proportions, score_p)})
 
     for item in args.checkpoint:
         name, path = item.split("=", 1)
