@@ -207,8 +207,9 @@ def main(argv=None) -> int:
     net = hpvade.net
     real_parts, val_parts = sources(net, features), sources(net, score_x)
     run_coefs = (net.blend_net, net.blend_nnls, net.blend_plain)
-    hp_real = stacked(real_parts, run_coefs)
-    add("hpvade (run)", hp_real, types, stacked(val_parts, run_coefs))
+    hp_real = hpvade.predict(features)  # the stacking, or the linear-fit prior beyond the fallback threshold
+    add("hpvade (run)", hp_real, types, hpvade.predict(score_x))
+    add("hpvade stacking (no fallback)", stacked(real_parts, run_coefs), types, stacked(val_parts, run_coefs))
     for k, name in enumerate(["encoder", "linear-fit prior", "all-gene prior"]):
         add(f"hpvade {name} alone", real_parts[k].numpy(), types, val_parts[k].numpy())
 
@@ -228,7 +229,8 @@ def main(argv=None) -> int:
         add(f"nnls robust fit: {kind} {tuning}", robust_nnls(nnls, nnls_x, kind, tuning), nnls.cell_types,
             robust_nnls(nnls, score_x, kind, tuning))
     # fall back to the linear-fit prior where a sample is further from the signature than any
-    # validation mixture of the first half (the threshold), for the bulk and for shifted validation
+    # validation mixture of the first half (the threshold, no margin), for the bulk and for shifted
+    # validation mixtures
     threshold = float(relative_residual(net, fit_x).max())
     gated = {}
     for shift_sd in [0.0] + list(args.shift_sd):
