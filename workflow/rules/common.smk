@@ -141,9 +141,8 @@ def deconvolution_inputs(wildcards):
     gene table (and summed to genes through `tx2gene` for transcript-level salmon files); a bulk's
     `cell_mrna` table converts the proportions to its mRNA content per cell.
     """
-    cell_mrna = bulk_entry(wildcards).get(
-        "cell_mrna"
-    )  # a methylation bulk's is refused by the library
+    # passed for methylation bulks too, so that the library refuses them with a clear message
+    cell_mrna = bulk_entry(wildcards).get("cell_mrna")
     if modality(wildcards) != "rna":
         return {"cell_mrna": cell_mrna} if cell_mrna else {}
     inputs = {

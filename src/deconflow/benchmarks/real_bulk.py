@@ -46,7 +46,7 @@ from ..io import read_bulk, read_mixtures
 from ..models import load_model
 from ..models.base import predict_in_batches, read_checkpoint
 from ..models.hpvade import BLEND_SHIFT_SEED, augment, blend, fit_blend_weights
-from ..models.nnls import batched_nnls, cell_fractions
+from ..models.nnls import cell_fractions
 from ..truth import group_sums, named_bulks, read_truth, renormalise_rows
 from .common import print_table
 
@@ -142,13 +142,8 @@ def robust_nnls(model, features: np.ndarray, kind: str, tuning: float, iteration
 
 
 def relative_residual(net, features: np.ndarray) -> np.ndarray:
-    """||x - S·p|| / ||x|| of HP-VADE's all-gene NNLS prior per sample (observed genes): how far a
-    sample is from anything the reference's signature can make."""
-    x = torch.from_numpy(np.asarray(features, dtype=np.float32)) / net.plain_prior_scale
-    _, rms = batched_nnls(net.plain_prior_signature, x, net.prior_iterations)
-    seen = ~torch.isnan(x)
-    norm = (torch.nan_to_num(x).pow(2).sum(dim=1) / seen.sum(dim=1).clamp_min(1)).sqrt()
-    return (rms / norm).numpy()
+    """HP-VADE's all-gene relative residual per sample (``HPVADENet.plain_fit``), as numpy."""
+    return predict_in_batches(lambda x: net.plain_fit(x)[1][:, None], features, 1)[:, 0]
 
 
 def main(argv=None) -> int:

@@ -215,14 +215,22 @@ class HPVADENet(nn.Module):
 
     def proportions(self, cpm: torch.Tensor) -> torch.Tensor:
         p = torch.softmax(self.proportion_logits(cpm).float(), dim=1)
-        if self.nnls_blend and bool((self.blend_plain > 0).any()):
-            priors = torch.stack([self.nnls_prior(cpm), self.plain_prior(cpm)])
-            p = blend(p, priors, self.blend_net, torch.stack([self.blend_nnls, self.blend_plain])[:, None, :])
-        elif self.nnls_blend and bool((self.blend_nnls > 0).any() or (self.blend_net != 1).any()):
-            p = blend(p, self.nnls_prior(cpm), self.blend_net, self.blend_nnls)  # no all-gene source: skip its solve
-        far = self.off_distribution(cpm)
-        if bool(far.any()):
-            p = torch.where(far[:, None], self.nnls_prior(cpm), p)
+        if not self.nnls_blend:
+            return p
+        use_plain = bool((self.blend_plain > 0).any())
+        use_linear = use_plain or bool((self.blend_nnls > 0).any() or (self.blend_net != 1).any())
+        # one all-gene solve serves both the stacking and the fallback test; none if neither needs it
+        plain, residual = self.plain_fit(cpm) if use_plain or bool(torch.isfinite(self.fallback_residual)) else (None, None)
+        far = residual > self.fallback_residual if residual is not None else None
+        if not use_linear and not (far is not None and bool(far.any())):
+            return p
+        linear = self.nnls_prior(cpm)
+        if use_plain:
+            p = blend(p, torch.stack([linear, plain]), self.blend_net, torch.stack([self.blend_nnls, self.blend_plain])[:, None, :])
+        elif use_linear:
+            p = blend(p, linear, self.blend_net, self.blend_nnls)
+        if far is not None:
+            p = torch.where(far[:, None], linear, p)
         return p
 
     def signature(self) -> torch.Tensor:
