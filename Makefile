@@ -9,7 +9,7 @@ ENV := PATH="$(BIN):$$PATH"
 WHEELS ?= /opt/wheels
 PIP_EXTRA := $(if $(wildcard $(WHEELS)),--find-links $(WHEELS),)
 
-.PHONY: run test dry-run report bench bench-real lint clean-results
+.PHONY: run test dry-run report bench bench-real bench-linear-fit lint clean-results
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,3 +38,7 @@ bench: $(STAMP)
 # what was tried to make HP-VADE hold up on the real DAISM calibration cohort (needs `make run` first)
 bench-real: $(STAMP)
 	$(ENV) python -m deconflow.benchmarks.real_bulk --results results/pbmc --dataset pbmc --bulk daism
+
+# the linear fit's settings on validation mixtures (clean / shifted) beside the real cohort (needs `make run` first)
+bench-linear-fit: $(STAMP)
+	$(ENV) python -m deconflow.benchmarks.linear_fit --results results/pbmc --dataset pbmc --bulk daism

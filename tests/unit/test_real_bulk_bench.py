@@ -25,3 +25,56 @@ def test_group_scores_on_a_hand_computed_case():
     scores = group_scores(predicted, measured, ["a", "b"])
     assert np.isclose(scores["mae"], (0.1 * 2 + 0 + 0.1 * 2) / 6)
     assert np.isclose(scores["r a"], np.corrcoef(measured[:, 0], predicted[:, 0])[0, 1])
+
+
+def _signature(n_genes=60, n_types=3, seed=0):
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    values = rng.gamma(0.5, 50.0, size=(n_genes, n_types)) + 0.1
+    values = values / values.sum(axis=0) * 1e6
+    return pd.DataFrame(values, index=[f"g{i}" for i in range(n_genes)], columns=[f"t{k}" for k in range(n_types)])
+
+
+def test_simulated_platform_shift_is_one_factor_per_gene_for_every_mixture():
+    from deconflow.benchmarks.linear_fit import shifted
+
+    rng = np.random.default_rng(1)
+    x = rng.gamma(1.0, 100.0, size=(5, 40))
+    x = x / x.sum(axis=1, keepdims=True) * 1e6
+    y = shifted(x, 1.0, draw=0)
+    np.testing.assert_allclose(y.sum(axis=1), 1e6)
+    log_ratio = np.log(y / x)
+    # the same per-gene factor for every mixture, up to each mixture's renormalisation
+    centred = log_ratio - log_ratio.mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(centred, np.broadcast_to(centred[0], centred.shape), atol=1e-9)
+    assert centred[0].std() > 0.5
+    np.testing.assert_array_equal(shifted(x, 1.0, draw=0), y)
+    assert not np.allclose(shifted(x, 1.0, draw=1), y)
+
+
+def test_bulk_gene_factors_are_zero_on_a_noise_free_bulk_and_missing_where_the_bulk_lacks_genes():
+    from deconflow.benchmarks.common import split_mixtures
+    from deconflow.benchmarks.linear_fit import bulk_gene_factors, with_factors
+
+    signature = _signature()
+    proportions = np.random.default_rng(2).dirichlet(np.ones(3), size=8)
+    bulk = proportions @ signature.to_numpy().T
+    bulk[:, :4] = np.nan  # genes this bulk lacks
+    val = split_mixtures(bulk, proportions, signature.index, signature.columns, "val", "cpm")
+    factors = bulk_gene_factors(signature, val, bulk)
+    assert np.isnan(factors[:4]).all()
+    np.testing.assert_allclose(factors[4:], 0.0, atol=1e-6)
+    # applying them leaves a noise-free mixture as it was (CPM over the genes it has)
+    clean = np.nan_to_num(bulk[:, 4:])
+    expected = clean / clean.sum(axis=1, keepdims=True) * 1e6
+    np.testing.assert_allclose(with_factors(bulk, factors)[:, 4:], expected, rtol=1e-6)
+
+
+def test_settings_validation_cannot_tell_apart_are_those_within_one_spread_of_the_best():
+    import pandas as pd
+
+    from deconflow.benchmarks.linear_fit import equivalent_rows
+
+    frame = pd.DataFrame({"ccc": [0.70, 0.75, 0.74, 0.72], "spread": [0.01, 0.02, 0.10, 0.0]})
+    assert equivalent_rows(frame, "ccc", "spread").tolist() == [False, True, True, False]

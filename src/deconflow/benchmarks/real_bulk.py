@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -49,6 +50,45 @@ from ..models.hpvade import BLEND_SHIFT_SEED, augment, blend, fit_blend_weights
 from ..models.nnls import cell_fractions
 from ..truth import group_sums, named_bulks, read_truth, renormalise_rows
 from .common import print_table
+
+
+@dataclass
+class Cohort:
+    """One named bulk with measured fractions, scored as ``evaluate_bulk`` scores it.
+
+    ``shares`` turns a model's cell fractions (reference-calibrated, as every model gives them)
+    into renormalised group shares: converted with the bulk's ``cell_mrna`` table when it has
+    one and ``reference_size`` is given (as the run's deconvolution does), then summed over
+    ``truth_groups``.
+    """
+
+    entry: dict
+    bulk: pd.DataFrame
+    groups: list
+    measured: np.ndarray
+    reference_size: np.ndarray | None = None
+    content: np.ndarray | None = None
+
+    @classmethod
+    def load(cls, config_path, dataset: str, name: str, reference_size=None, cell_types=None) -> "Cohort":
+        """``reference_size`` None: no ``cell_mrna`` conversion (``--no-cell-mrna``)."""
+        config = yaml.safe_load(open(config_path))
+        entry = named_bulks(config["datasets"][dataset]["bulk"])[name]
+        groups = list(entry["truth_groups"])
+        bulk = read_bulk(entry["path"])
+        truth = read_truth(entry["truth"]).loc[bulk.columns.astype(str)]
+        content = None
+        if entry.get("cell_mrna") and reference_size is not None:
+            content = read_cell_mrna(entry["cell_mrna"], cell_types)
+        else:
+            reference_size = None
+        return cls(entry, bulk, groups, renormalise_rows(truth[groups]).to_numpy(), reference_size, content)
+
+    def shares(self, proportions: np.ndarray, cell_types) -> np.ndarray:
+        if self.content is not None:
+            proportions = to_bulk_cell_fractions(proportions, self.reference_size, self.content)
+        frame = pd.DataFrame(proportions, columns=cell_types)
+        return renormalise_rows(group_sums(frame, self.entry["truth_groups"])).to_numpy()
 
 
 def sources(net, features: np.ndarray) -> list[torch.Tensor]:
@@ -161,24 +201,13 @@ def main(argv=None) -> int:
                         help="steps:learning_rate:anchor, comma separated ('' for none)")
     args = parser.parse_args(argv)
 
-    config = yaml.safe_load(open(args.config))
-    entry = named_bulks(config["datasets"][args.dataset]["bulk"])[args.bulk]
-    groups = list(entry["truth_groups"])
     hpvade_path = f"{args.results}/models/hpvade/checkpoint_best.pt"
     hpvade = load_model(hpvade_path)
-    use_table = bool(entry.get("cell_mrna")) and not args.no_cell_mrna  # as the run's deconvolution does
-    content = read_cell_mrna(entry["cell_mrna"], hpvade.cell_types) if use_table else None
-    reference_size = checkpoint_cell_size(read_checkpoint(hpvade_path), hpvade_path) if use_table else None
-    bulk = read_bulk(entry["path"])
-    truth = read_truth(entry["truth"]).loc[bulk.columns.astype(str)]
-    measured = renormalise_rows(truth[groups]).to_numpy()
+    cohort = Cohort.load(args.config, args.dataset, args.bulk,
+                         None if args.no_cell_mrna else checkpoint_cell_size(read_checkpoint(hpvade_path), hpvade_path),
+                         hpvade.cell_types)
+    bulk, entry, measured, groups, shares = cohort.bulk, cohort.entry, cohort.measured, cohort.groups, cohort.shares
     features, _ = align_bulk(bulk, hpvade, 1000, source=entry["path"])
-
-    def shares(proportions: np.ndarray, cell_types) -> np.ndarray:
-        if content is not None:
-            proportions = to_bulk_cell_fractions(proportions, reference_size, content)
-        frame = pd.DataFrame(proportions, columns=cell_types)
-        return renormalise_rows(group_sums(frame, entry["truth_groups"])).to_numpy()
 
     val = read_mixtures(f"{args.results}/pseudobulk/val.h5")
     half = len(val.proportions) // 2

@@ -31,8 +31,9 @@ from .base import FittedModel
 
 log = logging.getLogger(__name__)
 
-#: Linear-fit settings (config ``linear_fit``); chosen on validation mixtures under a simulated
-#: platform shift (README, "Models"): 200 markers per type, offset 10 CPM, cell fractions.
+#: Linear-fit settings (config ``linear_fit``): 200 markers per type, offset 10 CPM, cell
+#: fractions. Set from validation mixtures under a simulated platform shift; that shift cannot
+#: tell 125-200 markers with offset 10 or 100 apart, while real bulk can (``make bench-linear-fit``).
 LINEAR_FIT_DEFAULTS = {"marker_genes_per_type": 200, "weight_offset_cpm": 10.0, "cell_fractions": True}
 
 
