@@ -71,10 +71,7 @@ def equivalent_rows(frame: pd.DataFrame, score: str, spread: str) -> pd.Series:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="config/config.yaml")
-    parser.add_argument("--dataset", default="pbmc")
-    parser.add_argument("--results", default="results/pbmc")
-    parser.add_argument("--bulk", default="daism")
+    Cohort.add_arguments(parser)
     parser.add_argument("--markers", default="100,125,150,200,300,400,all",
                         help="marker_genes_per_type values, comma separated ('all': every gene)")
     parser.add_argument("--offsets", default="1,10,100", help="weight_offset_cpm values, comma separated ('none': unweighted)")

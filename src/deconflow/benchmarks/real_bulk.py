@@ -69,6 +69,14 @@ class Cohort:
     reference_size: np.ndarray | None = None
     content: np.ndarray | None = None
 
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        """--config, --dataset, --bulk (the cohort) and --results (the finished run to read)."""
+        parser.add_argument("--config", default="config/config.yaml")
+        parser.add_argument("--dataset", default="pbmc")
+        parser.add_argument("--results", default="results/pbmc")
+        parser.add_argument("--bulk", default="daism")
+
     @classmethod
     def load(cls, config_path, dataset: str, name: str, reference_size=None, cell_types=None) -> "Cohort":
         """``reference_size`` None: no ``cell_mrna`` conversion (``--no-cell-mrna``)."""
@@ -188,10 +196,7 @@ def relative_residual(net, features: np.ndarray) -> np.ndarray:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="config/config.yaml")
-    parser.add_argument("--dataset", default="pbmc")
-    parser.add_argument("--results", default="results/pbmc")
-    parser.add_argument("--bulk", default="daism")
+    Cohort.add_arguments(parser)
     parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
                         help="another HP-VADE checkpoint to score (its own stacking)")
     parser.add_argument("--no-cell-mrna", action="store_true",
