@@ -117,8 +117,8 @@ def main(argv=None) -> int:
           f"{'cell_mrna applied' if cohort.content is not None else 'no cell_mrna'}); * = the config's setting")
     print_table(frame)
     criterion = f"sd{max(args.shift_sd):g}_ccc" if args.shift_sd else "val_ccc"
-    spread = f"{criterion}_spread" if args.shift_sd else criterion
-    if not args.shift_sd:
+    spread = f"{criterion}_spread"
+    if spread not in frame:  # clean validation only: one evaluation, no spread
         frame[spread] = 0.0
     tied = frame[equivalent_rows(frame, criterion, spread)]
     print(f"\nsettings validation cannot tell apart ({criterion} within one draw spread of the best): "
