@@ -86,18 +86,17 @@ def main(argv=None) -> int:
     cohort = Cohort.load(args.config, args.dataset, args.bulk,
                          None if sizes is None else np.array(list(sizes.values())), list(signature.columns))
     val = read_mixtures(f"{args.results}/pseudobulk/val.h5")
+    # every variant reads the signature's genes, so the bulk is aligned once
+    real_x, _ = align_bulk(cohort.bulk, nnls.fit(val, None, signature, {"linear_fit": chosen}), 1000, source=cohort.entry["path"])
     conditions = [("val", [val.features])] + [
-        (f"sd{sd:g}", [shifted(val.features, sd, d) for d in range(args.draws)]) for sd in args.shift_sd]
-    real_x = None
+        (f"sd{sd:g}", [shifted(val.features, sd, d) for d in range(args.draws)]) for sd in args.shift_sd] + [
+        (f"{args.bulk}_shift", [with_factors(val.features, bulk_gene_factors(signature, val, real_x))])]
 
     rows = []
     for markers in [None if m == "all" else int(m) for m in args.markers.split(",")]:
         for offset in [None if o == "none" else float(o) for o in args.offsets.split(",")]:
             setting = {**chosen, "marker_genes_per_type": markers, "weight_offset_cpm": offset}
             model = nnls.fit(val, None, signature, {"linear_fit": setting})
-            if real_x is None:
-                real_x, _ = align_bulk(cohort.bulk, model, 1000, source=cohort.entry["path"])
-                conditions.append((f"{args.bulk}_shift", [with_factors(val.features, bulk_gene_factors(signature, val, real_x))]))
             row = {"markers": "all" if markers is None else markers, "offset": "none" if offset is None else offset,
                    "default": "*" if (markers, offset) == (chosen["marker_genes_per_type"], chosen["weight_offset_cpm"]) else ""}
             for name, features in conditions:
