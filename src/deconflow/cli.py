@@ -14,6 +14,7 @@ import sys
 
 from .errors import DeconflowError
 from .logs import script_logging
+from .threads import fixed_threads
 
 
 def _deconvolve(args) -> None:
@@ -105,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        with fixed_threads():  # the rule's bytes at any core count (deconflow.threads)
+            args.func(args)
     except DeconflowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -17,6 +17,7 @@ from .methylation_formats import SUFFIX_FORMATS, calls_format, read_methylation_
 from .models import FittedModel, from_checkpoint, read_checkpoint
 from .normalize import CPM_SCALE, looks_log_scaled
 from .reference_formats import reference_gene_aliases
+from .threads import with_fixed_threads
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ def read_rna_bulk_for_model(bulk_path, model: FittedModel, min_overlap: int, bul
     return matched
 
 
+@with_fixed_threads
 def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bulk_format: str | None = None,
                     cell_mrna=None, **rna_settings) -> pd.DataFrame:
     """Model checkpoint + bulk file(s) -> proportions CSV (samples x cell types).
@@ -118,6 +120,7 @@ def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bu
     the atlas regions with their read counts. ``bulk_format`` overrides detection in both.
     ``cell_mrna`` (RNA only): a table of the bulk's mRNA content per cell of each type; the
     model's reference-calibrated cell fractions are converted to it (``deconflow.cell_content``).
+    Runs on ``deconflow.threads.NUMERICAL_THREADS`` threads: the same bytes on any machine.
     """
     checkpoint = read_checkpoint(model_path)
     model = from_checkpoint(checkpoint)

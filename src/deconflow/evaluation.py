@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .threads import with_fixed_threads
+
 PRESENCE_THRESHOLD = 0.01
 
 
@@ -170,8 +172,12 @@ def features_for_model(mixtures, model, matrix: np.ndarray | None = None) -> np.
     return (mixtures.features if matrix is None else np.asarray(matrix))[:, position]
 
 
+@with_fixed_threads
 def evaluate_checkpoint(model_path, test_path, normalization: str, presence_threshold: float = PRESENCE_THRESHOLD):
-    """Predict the test mixtures with a checkpoint; return (long summary table, metrics dict)."""
+    """Predict the test mixtures with a checkpoint; return (long summary table, metrics dict).
+
+    Runs on ``deconflow.threads.NUMERICAL_THREADS`` threads: the same bytes on any machine.
+    """
     from .io import read_mixtures
     from .models import load_model
 

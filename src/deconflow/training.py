@@ -55,6 +55,7 @@ from .models import MODULES, from_checkpoint, module_for
 from .models.base import FittedModel, Learner, LearnerContext, read_checkpoint, save_checkpoint
 from .normalize import cpm
 from .split import read_split
+from .threads import NUMERICAL_THREADS, fixed_threads
 
 log = logging.getLogger(__name__)
 
@@ -181,20 +182,30 @@ def _format_row(row: dict) -> str:
 
 @contextlib.contextmanager
 def _torch_runtime(device, settings: dict):
-    """Thread count and determinism for the run; previous global values are restored after."""
+    """Thread counts and determinism for the run; previous global values are restored after.
+
+    torch runs ``num_threads`` intra-op threads (:func:`torch_threads`), BLAS / OpenMP pools of
+    numpy and scipy one (``deconflow.threads``). Training is bit-identical for the same thread
+    count only (torch's CPU kernels split reductions by thread), so the count is recorded in the
+    checkpoint's provenance (``torch_threads``) and in the training log.
+    """
     import torch
 
-    previous_threads = torch.get_num_threads()
     previous_det = torch.are_deterministic_algorithms_enabled()
-    try:
-        if settings.get("num_threads"):
-            torch.set_num_threads(int(settings["num_threads"]))
-        if device.type == "cpu" and settings["deterministic"]:
-            torch.use_deterministic_algorithms(True)
-        yield
-    finally:
-        torch.set_num_threads(previous_threads)
-        torch.use_deterministic_algorithms(previous_det)
+    with fixed_threads(NUMERICAL_THREADS, torch_threads=torch_threads(settings)):
+        try:
+            if device.type == "cpu" and settings["deterministic"]:
+                torch.use_deterministic_algorithms(True)
+            yield
+        finally:
+            torch.use_deterministic_algorithms(previous_det)
+
+
+def torch_threads(settings: dict) -> int:
+    """torch intra-op threads of a training run: ``num_threads``, or torch's current count when 0/None."""
+    import torch
+
+    return int(settings.get("num_threads") or torch.get_num_threads())
 
 
 @contextlib.contextmanager
@@ -288,7 +299,7 @@ def train_learner(
     device = choose_device(settings["device"])
     train = first_mixtures(train, settings["n_train_mixtures"])
     identity = run_identity(model_name, seed, settings, provenance)
-    run_provenance = checkpoint_provenance(identity, provenance, device)
+    run_provenance = checkpoint_provenance(identity, provenance, device, settings)
     _log_start(model_name, run_provenance, settings, device, train, val, signature)
     epochs = int(settings["epochs"])
     with _torch_runtime(device, settings):
@@ -335,8 +346,9 @@ def run_identity(model_name: str, seed: int, settings: dict, provenance: dict | 
     }
 
 
-def checkpoint_provenance(identity: dict, provenance: dict | None, device) -> dict:
-    """Provenance stored in every checkpoint of the run (the caller's, the identity, versions, device)."""
+def checkpoint_provenance(identity: dict, provenance: dict | None, device, settings: dict | None = None) -> dict:
+    """Provenance stored in every checkpoint of the run (the caller's, the identity, versions, device,
+    and on CPU the torch thread count the weights were computed with: same count ⇒ same bytes)."""
     import torch
 
     return {
@@ -345,6 +357,7 @@ def checkpoint_provenance(identity: dict, provenance: dict | None, device) -> di
         "deconflow_version": __version__,
         "torch_version": torch.__version__,
         "device": str(device) if device.type == "cpu" else f"cuda ({torch.cuda.get_device_name(device)})",
+        **({"torch_threads": torch_threads(settings)} if device.type == "cpu" and settings is not None else {}),
     }
 
 
@@ -353,7 +366,7 @@ def _log_start(model_name, run_provenance, settings, device, train, val, signatu
 
     log.info("training %s on %s (torch %s, %d threads); %d train / %d val mixtures, %d features, %d cell types",
              model_name, run_provenance["device"], torch.__version__,
-             int(settings["num_threads"] or torch.get_num_threads()) if device.type == "cpu" else 0,
+             torch_threads(settings) if device.type == "cpu" else 0,
              len(train.features), len(val.features), len(signature.index), len(signature.columns))
 
 

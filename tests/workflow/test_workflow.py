@@ -176,6 +176,48 @@ def test_cli_deconvolve_with_cell_mrna_matches_the_rule(tiny_run, tmp_path):
     assert (converted["Monocytes"] < calibrated["Monocytes"]).all()  # monocytes hold 3.6x a T cell's mRNA, not 1.9x
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def thread_env(work, threads: int) -> dict:
+    """``run_env`` with every BLAS / OpenMP pool (and so torch's intra-op pool, which reads
+    OMP_NUM_THREADS at start) asking for ``threads`` threads."""
+    env = run_env(work)
+    env.update({name: str(threads) for name in THREAD_VARIABLES})
+    return env
+
+
+EVALUATE_TO_FILE = (
+    "import sys; from deconflow.evaluation import evaluate_checkpoint; from deconflow.io import write_table; "
+    "import torch; assert torch.get_num_threads() == int(sys.argv[4]), torch.get_num_threads(); "
+    "summary, _ = evaluate_checkpoint(sys.argv[1], sys.argv[2], 'cpm', 0.01); write_table(summary, sys.argv[3], index=False)"
+)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cli_and_evaluation_equal_the_rule_at_any_thread_count(tiny_run, tmp_path, threads):
+    """Same checkpoint and bulk ⇒ the rule's bytes, whatever thread count the environment asks for:
+    Snakemake starts jobs with OMP_NUM_THREADS=1, a user's shell with every core."""
+    work, _ = tiny_run
+    results = work / "results/tiny"
+    for model in ("hpvade", "nnls"):
+        out = tmp_path / f"{model}_{threads}.csv"
+        subprocess.run(
+            [sys.executable, "-m", "deconflow.cli", "deconvolve", "--model", str(results / f"models/{model}/checkpoint_best.pt"),
+             "--bulk", str(work / "resources/pbmc/daism_bulk.tsv"), "--reference", str(work / "resources/pbmc/reference.h5ad"),
+             "--cell-mrna", str(work / "config/cell_mrna/blood_racle2017.tsv"), "--out", str(out)],
+            check=True, env=thread_env(work, threads), capture_output=True, timeout=120, cwd=work,
+        )
+        assert out.read_bytes() == (results / f"deconvolution/daism/{model}/proportions.csv").read_bytes(), (model, threads)
+    summary = tmp_path / f"summary_{threads}.csv"
+    subprocess.run(
+        [sys.executable, "-c", EVALUATE_TO_FILE, str(results / "models/hpvade/checkpoint_best.pt"),
+         str(results / "pseudobulk/test.h5"), str(summary), str(threads)],
+        check=True, env=thread_env(work, threads), capture_output=True, timeout=120, cwd=work,
+    )
+    assert summary.read_bytes() == (results / "evaluation/hpvade/summary_stats.csv").read_bytes()
+
+
 def test_lint_is_clean(tmp_path):
     work = project_copy(tmp_path)
     proc = subprocess.run(
