@@ -124,3 +124,21 @@ def test_hpvade_prior_solves_the_same_weighted_cell_fraction_fit_as_nnls(sized_r
     expected = fit(mixtures, None, signature, {"linear_fit": linear_fit}).predict(mixtures.features)
     np.testing.assert_allclose(prior, expected, atol=2e-3)
     np.testing.assert_allclose(prior, mixtures.proportions, atol=2e-3)
+
+
+def test_marker_set_ensemble_is_the_mean_of_its_single_fits_and_recovers_a_noise_free_mixture(sized_reference):
+    """Lists of marker counts and thresholds give one design per pair; the prediction averages the
+    designs' mRNA shares (then converts to cells), so a noise-free mixture is still exact."""
+    signature, sizes, mixtures = sized_reference
+    signature.attrs["cell_library_size"] = sizes
+    ensemble = {"marker_genes_per_type": [4, 8], "min_marker_cpm": [1.0, 50.0], "weight_offset_cpm": 10.0, "cell_fractions": False}
+    rows, weights = linear_fit_design(signature, ensemble)
+    assert weights.shape == (4, len(rows))
+    assert ((weights > 0).sum(axis=1) < len(rows)).any()  # designs differ in their genes
+    model = fit(mixtures, None, signature, {"linear_fit": ensemble})
+    singles = [fit(mixtures, None, signature, {"linear_fit": {**ensemble, "marker_genes_per_type": n, "min_marker_cpm": c}})
+               for n in (4, 8) for c in (1.0, 50.0)]
+    noisy = mixtures.features * np.random.default_rng(3).lognormal(0, 0.3, size=mixtures.features.shape)
+    np.testing.assert_allclose(model.predict(noisy), np.mean([m.predict(noisy) for m in singles], axis=0), atol=1e-12)
+    mrna = mixtures.proportions * np.array(LIBRARY_SIZES)
+    np.testing.assert_allclose(model.predict(mixtures.features), mrna / mrna.sum(axis=1, keepdims=True), atol=1e-5)

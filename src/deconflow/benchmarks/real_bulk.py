@@ -150,12 +150,13 @@ def adapt_encoder(net, features: np.ndarray, steps: int, learning_rate: float, a
     optimizer = torch.optim.Adam(adapted.encoder.parameters(), lr=learning_rate)
     x = torch.from_numpy(np.asarray(features, dtype=np.float32))
     observed = ~torch.isnan(x)
-    target = torch.nan_to_num(x) * adapted.prior_root_weight / adapted.prior_scale
+    # the first linear-fit design only (the variant predates the marker-set ensemble)
+    target = torch.nan_to_num(x) * adapted.prior_root_weight[0] / adapted.prior_scale[0]
     for _ in range(steps):
         p = torch.softmax(adapted.proportion_logits(x), dim=1)
         mrna = p * adapted.prior_library_size
         mrna = mrna / mrna.sum(dim=1, keepdim=True)
-        residual = (mrna @ adapted.prior_signature.T - target) * observed
+        residual = (mrna @ adapted.prior_signature[0].T - target) * observed
         loss = residual.pow(2).sum(dim=1).mean() / target.pow(2).sum(dim=1).mean()
         loss = loss + anchor * sum((p - p0).pow(2).sum() for p, p0 in zip(adapted.encoder.parameters(), start))
         optimizer.zero_grad()
@@ -172,7 +173,8 @@ def robust_nnls(model, features: np.ndarray, kind: str, tuning: float, iteration
     out = []
     for x in np.asarray(features, dtype=np.float64)[:, model.rows] / model.scale:
         seen = np.isfinite(x)
-        A, b, base = design[seen], x[seen], model.weights[seen]
+        # one fit with the designs' mean weights (the variant predates the marker-set ensemble)
+        A, b, base = design[seen], x[seen], model.weights.mean(axis=0)[seen]
         weights = base.copy()
         for _ in range(iterations):
             root = np.sqrt(weights)

@@ -123,17 +123,19 @@ class HPVADENet(nn.Module):
     """All HP-VADE parameters. Inputs are CPM (linear); transforms are internal buffers."""
 
     def __init__(self, n_features: int, n_types: int, hidden_sizes, dropout: float, latent_dim: int, vae_hidden: int,
-                 n_inputs: int | None = None, nnls_blend: bool = False, prior_iterations: int = 400):
+                 n_inputs: int | None = None, nnls_blend: bool = False, prior_iterations: int = 400, prior_designs: int = 1):
         super().__init__()
         n_inputs = n_inputs or n_features
         self.n_features, self.n_types, self.n_inputs = n_features, n_types, n_inputs
         self.nnls_blend, self.prior_iterations = bool(nnls_blend), int(prior_iterations)
-        # the initial signature for the NNLS of the blend; fixed, unlike the learnable S below
-        self.register_buffer("prior_signature", torch.zeros(n_features, n_types if nnls_blend else 0))
-        self.register_buffer("prior_scale", torch.ones(()))  # prior_signature = S0 / prior_scale (max 1)
-        # linear-fit design of the prior: sqrt of each gene's residual weight (0: gene not used)
+        self.prior_designs = int(prior_designs)
+        # the initial signature for the NNLS of the blend, one weighted copy per linear-fit design
+        # (marker-set ensemble, ``deconflow.models.nnls``); fixed, unlike the learnable S below
+        self.register_buffer("prior_signature", torch.zeros(self.prior_designs, n_features, n_types if nnls_blend else 0))
+        self.register_buffer("prior_scale", torch.ones(self.prior_designs))  # design d: S0·w_d / prior_scale[d] (max 1)
+        # linear-fit designs of the prior: sqrt of each gene's residual weight (0: gene not used)
         # and the per-type mean library size (mRNA → cell fractions; ones: no conversion)
-        self.register_buffer("prior_root_weight", torch.ones(n_features if nnls_blend else 0))
+        self.register_buffer("prior_root_weight", torch.ones(self.prior_designs, n_features if nnls_blend else 0))
         self.register_buffer("prior_library_size", torch.ones(n_types))
         # second prior: plain NNLS on every gene (unweighted, same cell-fraction conversion). The
         # weighted marker fit holds up on bulk of another platform, but markers of a rare type
@@ -184,9 +186,13 @@ class HPVADENet(nn.Module):
         validation mixtures, whose cells the encoder has not seen either.
         """
         with torch.autocast(device_type=cpm.device.type, enabled=False):
-            x = cpm.float() * self.prior_root_weight / self.prior_scale
-            p, _ = batched_nnls(self.prior_signature, x, self.prior_iterations)
-            return self.cell_fractions(p)
+            mrna = 0.0
+            for d in range(self.prior_designs):  # marker-set ensemble: mean of the designs' mRNA shares
+                x = cpm.float() * self.prior_root_weight[d] / self.prior_scale[d]
+                used = self.prior_root_weight[d] > 0
+                p, _ = batched_nnls(self.prior_signature[d][used], x[:, used], self.prior_iterations)
+                mrna = mrna + p
+            return self.cell_fractions(mrna / self.prior_designs)
 
     @torch.no_grad()
     def plain_prior(self, cpm: torch.Tensor) -> torch.Tensor:
@@ -338,9 +344,11 @@ def build_net(train_features: np.ndarray, signature: pd.DataFrame, settings: dic
         input_index = torch.from_numpy(np.sort(np.argsort(-spread, kind="stable")[:n_inputs]))
     else:
         input_index = torch.arange(n_features)
+    linear_fit = {**LINEAR_FIT_DEFAULTS, **(settings.get("linear_fit") or {})}
+    rows, weights = linear_fit_design(signature, linear_fit)
     net = HPVADENet(n_features, n_types, list(settings["hidden_sizes"]), float(settings["dropout"]),
                     int(settings["latent_dim"]), int(settings["vae_hidden"]), len(input_index),
-                    bool(settings["nnls_blend"]), int(settings["prior_iterations"]))
+                    bool(settings["nnls_blend"]), int(settings["prior_iterations"]), len(weights))
     if settings["cpm_scale"] == "gene_mean":
         scale = x.mean(dim=0).clamp_min(float(settings["gene_scale_floor"]))
     elif settings["cpm_scale"] == "global":
@@ -360,20 +368,19 @@ def build_net(train_features: np.ndarray, signature: pd.DataFrame, settings: dic
         log.info("initialising signature matrix from cell type means (%d features x %d cell types)", n_features, n_types)
         net.signature_raw.copy_(inverse_softplus(S / scale[:, None]))
         if net.nnls_blend:
-            linear_fit = {**LINEAR_FIT_DEFAULTS, **(settings.get("linear_fit") or {})}
-            rows, weights = linear_fit_design(signature, linear_fit)
-            root_weight = torch.zeros(n_features)
-            root_weight[torch.from_numpy(rows)] = torch.from_numpy(np.sqrt(weights)).float()
-            weighted = S * root_weight[:, None]
-            net.prior_scale.fill_(float(weighted.max().clamp_min(1e-12)))
-            net.prior_signature.copy_(weighted / net.prior_scale)
-            net.prior_root_weight.copy_(root_weight)
+            for d, design_weights in enumerate(weights):
+                root_weight = torch.zeros(n_features)
+                root_weight[torch.from_numpy(rows)] = torch.from_numpy(np.sqrt(design_weights)).float()
+                weighted = S * root_weight[:, None]
+                net.prior_scale[d] = float(weighted.max().clamp_min(1e-12))
+                net.prior_signature[d] = weighted / net.prior_scale[d]
+                net.prior_root_weight[d] = root_weight
             net.plain_prior_scale.fill_(float(S.max().clamp_min(1e-12)))
             net.plain_prior_signature.copy_(S / net.plain_prior_scale)
             sizes = signature.attrs.get("cell_library_size")
             if linear_fit["cell_fractions"] and sizes is not None:
                 net.prior_library_size.copy_(torch.as_tensor(np.asarray(sizes, dtype=np.float32)))
-            log.info("NNLS prior: %d genes, weights %s, %s", len(rows), linear_fit["weight_offset_cpm"],
+            log.info("NNLS prior: %d designs over %d genes, weights %s, %s", len(weights), len(rows), linear_fit["weight_offset_cpm"],
                      "cell fractions" if linear_fit["cell_fractions"] and sizes is not None else "mRNA fractions")
     return net
 
@@ -502,7 +509,7 @@ class HPVADEModel(FittedModel):
 
     @classmethod
     def from_net(cls, net, settings, feature_names, cell_types, scaling=""):
-        architecture = {k: settings[k] for k in ARCHITECTURE_KEYS}
+        architecture = {**{k: settings[k] for k in ARCHITECTURE_KEYS}, "prior_designs": net.prior_designs}
         copy = HPVADENet(net.n_features, net.n_types, n_inputs=net.n_inputs, **architecture)
         copy.load_state_dict({k: v.detach().to("cpu", copy=True).float() for k, v in net.state_dict().items()})
         return cls(copy, architecture, feature_names, cell_types, "cpm", scaling)
@@ -540,8 +547,14 @@ class HPVADEModel(FittedModel):
     def from_state(cls, state: dict, feature_names, cell_types, normalization: str) -> "HPVADEModel":
         net = HPVADENet(state["n_features"], state["n_types"], n_inputs=state["n_inputs"], **state["architecture"])
         # checkpoints written before the linear-fit priors lack their buffers; the defaults
-        # (weights 1, library sizes 1, plain prior off) reproduce what those models computed
-        missing, unexpected = net.load_state_dict(state["state_dict"], strict=False)
+        # (weights 1, library sizes 1, plain prior off) reproduce what those models computed.
+        # Those written before the marker-set ensemble hold one design without its axis.
+        state_dict = dict(state["state_dict"])
+        if "prior_designs" not in state["architecture"]:
+            for key, dims in (("prior_signature", 2), ("prior_root_weight", 1), ("prior_scale", 0)):
+                if key in state_dict and state_dict[key].dim() == dims:
+                    state_dict[key] = state_dict[key].unsqueeze(0)
+        missing, unexpected = net.load_state_dict(state_dict, strict=False)
         if unexpected or not set(missing) <= NEWER_BUFFERS:
             raise DeconflowError(None, f"checkpoint state does not match HP-VADE (missing {missing}, unexpected {unexpected})",
                                  "retrain hpvade with this version of deconflow")

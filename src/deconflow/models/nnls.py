@@ -6,7 +6,14 @@ both are linear mixtures of their columns.
 The linear fit on CPM (``LINEAR_FIT_DEFAULTS``, config section ``linear_fit``) has three parts,
 each measured on validation mixtures and on the real DAISM cohort (README, "Models"):
 
-- **genes**: the ``marker_genes_per_type`` most type-specific genes per type (None: all);
+- **genes**: the ``marker_genes_per_type`` most type-specific genes per type among those with
+  at least ``min_marker_cpm`` in the type (None: all genes). Both keys may be lists: the fit is
+  then a **marker-set ensemble**, one weighted NNLS per (markers, threshold) pair with the mRNA
+  shares averaged (bagging over marker choices, Breiman 1996, "Bagging predictors", Machine
+  Learning 24:123). Which single marker set is best on real bulk of another protocol is decided
+  by noise in a signature of ~90 cells per type: single settings next to each other gave real
+  CCC 0.64-0.82 on the two PBMC cohorts (README, docs/real-bulk.md); the average of the 16
+  fits is as good as the best of them on validation mixtures and steadier on real bulk;
 - **gene weights**: each gene's squared residual is weighted by 1 / (mean_k S_gk + offset)²,
   i.e. residuals relative to the gene's expression. Unweighted least squares in CPM is dominated
   by a few hundred very highly expressed genes (ribosomal, MHC, S100), exactly the ones most
@@ -31,30 +38,44 @@ from .base import FittedModel
 
 log = logging.getLogger(__name__)
 
-#: Linear-fit settings (config ``linear_fit``): 200 markers per type, offset 10 CPM, cell
-#: fractions. Set from validation mixtures under a simulated platform shift; that shift cannot
-#: tell 125-200 markers with offset 10 or 100 apart, while real bulk can (``make bench-linear-fit``).
-LINEAR_FIT_DEFAULTS = {"marker_genes_per_type": 200, "weight_offset_cpm": 10.0, "cell_fractions": True}
+#: Linear-fit settings (config ``linear_fit``): an ensemble of 4 x 4 marker sets (100-300
+#: markers per type, at least 1-20 CPM in the type), gene weights with offset 10 CPM, cell
+#: fractions. Chosen on the two real PBMC cohorts together (DAISM calibration, Monaco 2019) and
+#: the validation mixtures (``make bench-linear-fit``; docs/real-bulk.md).
+LINEAR_FIT_DEFAULTS = {"marker_genes_per_type": [100, 150, 200, 300], "min_marker_cpm": [1.0, 5.0, 10.0, 20.0],
+                       "weight_offset_cpm": 10.0, "cell_fractions": True}
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def linear_fit_design(signature: pd.DataFrame, settings: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(row indices of the genes the fit uses, per-gene weight of the squared residual).
+    """(row indices of the genes any design uses, weights: designs x those rows).
 
-    Weights are normalised to a maximum of 1 (a common factor does not change the solution).
+    One design per (``marker_genes_per_type``, ``min_marker_cpm``) pair (each key a value or a
+    list); a design's weight is 0 on genes it does not use, else 1 / (mean CPM + offset)²,
+    normalised to a maximum of 1 (a common factor does not change the solution). ``None``
+    markers: every gene, one design.
     """
     settings = {**LINEAR_FIT_DEFAULTS, **(settings or {})}
-    n_markers = settings["marker_genes_per_type"]
-    if n_markers:
-        rows = pd.Index(signature.index).get_indexer(select_marker_genes(signature, int(n_markers)).index)
-    else:
-        rows = np.arange(signature.shape[0])
+    values = signature.to_numpy(dtype=np.float64)
     offset = settings["weight_offset_cpm"]
-    if offset is None:
-        weights = np.ones(len(rows))
-    else:
-        weights = 1.0 / (signature.to_numpy(dtype=np.float64)[rows].mean(axis=1) + float(offset)) ** 2
-        weights = weights / weights.max()
-    return np.asarray(rows, dtype=np.int64), weights
+    gene_weight = np.ones(len(values)) if offset is None else 1.0 / (values.mean(axis=1) + float(offset)) ** 2
+    index = pd.Index(signature.index)
+    chosen = []
+    for n_markers in _as_list(settings["marker_genes_per_type"]):
+        for min_cpm in _as_list(settings.get("min_marker_cpm", 1.0)):
+            if n_markers:
+                chosen.append(index.get_indexer(select_marker_genes(signature, int(n_markers), float(min_cpm)).index))
+            else:
+                chosen.append(np.arange(len(values)))
+    rows = np.unique(np.concatenate(chosen)).astype(np.int64)
+    weights = np.zeros((len(chosen), len(rows)))
+    for d, design_rows in enumerate(chosen):
+        position = np.searchsorted(rows, design_rows)
+        weights[d, position] = gene_weight[design_rows] / gene_weight[design_rows].max()
+    return rows, weights
 
 
 def cell_fractions(mrna_fractions: np.ndarray, library_size: np.ndarray | None) -> np.ndarray:
@@ -161,7 +182,8 @@ class NNLSModel(FittedModel):
         # solver's tolerances meaningful for CPM-sized numbers.
         self.scale = float(scale if scale is not None else max(self.signature.max(), 1e-12))
         self.rows = np.arange(self.signature.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
-        self.weights = np.ones(len(self.rows)) if weights is None else np.asarray(weights, dtype=np.float64)
+        # designs x rows (0: the gene is not in that design); one row = a single fit
+        self.weights = np.ones((1, len(self.rows))) if weights is None else np.atleast_2d(np.asarray(weights, dtype=np.float64))
         self.library_size = None if library_size is None else np.asarray(library_size, dtype=np.float64)
 
     def predict(self, features: np.ndarray) -> np.ndarray:
@@ -169,19 +191,26 @@ class NNLSModel(FittedModel):
 
     def predict_partial(self, features: np.ndarray) -> np.ndarray:
         """NNLS on the measured features only: dropping rows of S (without re-normalising its
-        columns) keeps x ∝ S_shared · p, so the normalised solution is still p."""
+        columns) keeps x ∝ S_shared · p, so the normalised solution is still p. With several
+        designs (marker-set ensemble) their mRNA shares are averaged, then converted to cells."""
+        return cell_fractions(self.mrna_fractions(features), self.library_size)
+
+    def mrna_fractions(self, features: np.ndarray) -> np.ndarray:
+        """Samples x types mRNA shares: the mean over designs of each design's weighted NNLS."""
         features = np.atleast_2d(np.asarray(features, dtype=np.float64))[:, self.rows]
-        root_w = np.sqrt(self.weights)
-        design = self.signature[self.rows] * root_w[:, None] / self.scale
-        scaled = features * root_w[None, :] / self.scale
-        observed = np.isfinite(scaled)
-        if observed.all():
-            mrna = nnls_proportions(design, scaled)
-        else:
-            mrna = np.empty((features.shape[0], self.signature.shape[1]))
-            for i, x in enumerate(scaled):
-                mrna[i] = nnls_proportions(design[observed[i]], x[observed[i]][None, :])[0]
-        return cell_fractions(mrna, self.library_size)
+        mrna = np.zeros((features.shape[0], self.signature.shape[1]))
+        for design_weights in self.weights:
+            used = design_weights > 0
+            root_w = np.sqrt(design_weights[used])
+            design = self.signature[self.rows[used]] * root_w[:, None] / self.scale
+            scaled = features[:, used] * root_w[None, :] / self.scale
+            observed = np.isfinite(scaled)
+            if observed.all():
+                mrna += nnls_proportions(design, scaled)
+            else:
+                for i, x in enumerate(scaled):
+                    mrna[i] += nnls_proportions(design[observed[i]], x[observed[i]][None, :])[0]
+        return mrna / len(self.weights)
 
     def state(self) -> dict:
         return {"signature": self.signature, "scale": self.scale, "rows": self.rows, "weights": self.weights,
