@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from ..errors import DeconflowError
 from .base import FittedModel, Learner, LearnerContext, predict_in_batches
-from .nnls import LINEAR_FIT_DEFAULTS, batched_nnls, linear_fit_design
+from .nnls import LINEAR_FIT_DEFAULTS, NNLSModel, batched_nnls, linear_fit_design
 
 log = logging.getLogger(__name__)
 
@@ -515,13 +515,36 @@ class HPVADEModel(FittedModel):
         return cls(copy, architecture, feature_names, cell_types, "cpm", scaling)
 
     def predict(self, features: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        return predict_in_batches(self.net.proportions, features, len(self.cell_types), batch_size)
+        """Proportions; samples beyond the fallback residual get the linear-fit prior solved
+        exactly (:meth:`linear_fit_model`: the nnls model's fit of the same signature and designs),
+        not the batched torch approximation the stacking uses."""
+        proportions = predict_in_batches(self.net.proportions, features, len(self.cell_types), batch_size)
+        far = self.off_distribution(features)
+        if far.any():
+            proportions[far] = self.linear_fit_model().predict_partial(np.asarray(features)[far])
+        return proportions
+
+    def off_distribution(self, features: np.ndarray) -> np.ndarray:
+        """Samples (bool) further from the reference signature than the validation mixtures."""
+        return predict_in_batches(lambda x: self.net.off_distribution(x)[:, None].float(), features, 1)[:, 0] > 0
+
+    def linear_fit_model(self) -> NNLSModel:
+        """HP-VADE's linear-fit prior as an exact NNLS model: the initial signature S0, the prior's
+        designs (gene weights) and per-type library sizes stored in the net."""
+        net = self.net
+        with torch.no_grad():
+            signature = (net.plain_prior_signature.double() * float(net.plain_prior_scale)).numpy()
+            root_weight = net.prior_root_weight.double().numpy()
+            sizes = net.prior_library_size.double().numpy()
+        rows = np.flatnonzero((root_weight > 0).any(axis=0))
+        return NNLSModel(pd.DataFrame(signature, index=self.feature_names, columns=self.cell_types), rows=rows,
+                         weights=root_weight[:, rows] ** 2, library_size=sizes)
 
     def predict_partial(self, features: np.ndarray) -> np.ndarray:
         """Genes the bulk lacks stay NaN: the encoder reads them at their training mean and the
         NNLS prior drops them (see ``HPVADENet.proportion_logits`` and ``batched_nnls``).
         Samples beyond the fallback residual are logged (they get the linear-fit prior)."""
-        far = predict_in_batches(lambda x: self.net.off_distribution(x)[:, None].float(), features, 1)[:, 0] > 0
+        far = self.off_distribution(features)
         if far.any():
             log.warning("%d of %d samples are further from the reference signature than the validation mixtures "
                         "(relative residual > %.3f): HP-VADE reports its linear-fit prior for them (rows %s)",
