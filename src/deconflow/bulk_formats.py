@@ -18,8 +18,29 @@ Formats (``format``; detected from the content when not given):
     RSEM ``*.genes.results`` (``gene_id transcript_id(s) length effective_length expected_count
     TPM FPKM``), one file per sample named after the file without ``.genes.results``.
 
-``quantity`` picks the column of salmon (``counts``: NumReads, ``tpm``: TPM) and RSEM
-(``counts``: expected_count, ``tpm``: TPM) files. Values stay linear; ``deconflow.deconvolve``
+``nfcore``
+    nf-core/rnaseq merged tables (``salmon.merged.gene_counts.tsv``, ``..._tpm.tsv``,
+    ``rsem.merged.gene_counts.tsv``): ``gene_id``, ``gene_name`` (or ``transcript_id(s)``), then
+    one column per sample; ``gene_name`` is used to match a symbol reference;
+``kallisto``
+    kallisto ``abundance.tsv`` (``target_id length eff_length est_counts tpm``) or
+    ``abundance.h5``, one per sample named after its folder; transcripts summed to genes as for
+    salmon (the h5 stores no TPM: it is computed as kallisto does, est_counts / eff_length scaled to
+    1e6);
+``htseq``
+    htseq-count output: no header, ``gene<TAB>count`` (one column per BAM), ending with the
+    ``__no_feature``, ``__ambiguous``, ... summary rows, which are dropped; one sample per file,
+    named after the file (``S1.counts.txt`` -> ``S1``);
+``star``
+    STAR ``ReadsPerGene.out.tab``: its 4 ``N_unmapped``, ``N_multimapping``, ``N_noFeature``,
+    ``N_ambiguous`` rows are dropped; of its three count columns (unstranded, read 1 on the gene's
+    strand, read 2 on it) ``strand`` picks ``unstranded``, ``forward`` or ``reverse``; unset, the
+    column with the most counts is taken and logged (an unstranded library puts about half its
+    reads in each stranded column, a stranded one nearly all in one). Named after the file prefix
+    (``S1_ReadsPerGene.out.tab`` -> ``S1``) or, without one, its folder.
+
+``quantity`` picks the column of salmon (``counts``: NumReads, ``tpm``: TPM), kallisto
+(est_counts, tpm) and RSEM (``counts``: expected_count, ``tpm``: TPM) files. Values stay linear; ``deconflow.deconvolve``
 turns them into CPM over the genes shared with the model, as for a plain table.
 """
 
@@ -35,18 +56,27 @@ import pandas as pd
 
 from .errors import DeconflowError
 from .genes import ENSEMBL_GENE, ENSEMBL_TRANSCRIPT, strip_version
-from .io import _check_finite, _check_unique, read_bulk
+from .io import _check_finite, _check_unique, check_feature_ids, file_stem, read_bulk
+from .tables import read_table, to_numbers
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("table", "h5ad", "featurecounts", "salmon", "rsem")
+FORMATS = ("table", "h5ad", "featurecounts", "nfcore", "salmon", "kallisto", "rsem", "htseq", "star")
 QUANTITIES = ("counts", "tpm")
-PER_SAMPLE_FORMATS = ("salmon", "rsem")
+STRANDS = ("unstranded", "forward", "reverse")
+PER_SAMPLE_FORMATS = ("salmon", "kallisto", "rsem")
+KALLISTO_COLUMNS = ["target_id", "length", "eff_length", "est_counts", "tpm"]
+KALLISTO_NAMES = ("abundance.tsv", "abundance.h5")
+STAR_SUFFIX = "ReadsPerGene.out.tab"
+STAR_SUMMARY_ROWS = ("N_unmapped", "N_multimapping", "N_noFeature", "N_ambiguous")
+HTSEQ_SUMMARY_PREFIX = "__"
+NFCORE_SECOND_COLUMNS = ("gene_name", "transcript_id(s)")
 
 FEATURECOUNTS_COLUMNS = ["Geneid", "Chr", "Start", "End", "Strand", "Length"]
 SALMON_COLUMNS = ["Name", "Length", "EffectiveLength", "TPM", "NumReads"]
 RSEM_COLUMNS = ["gene_id", "transcript_id(s)", "length", "effective_length", "expected_count", "TPM", "FPKM"]
-VALUE_COLUMN = {("salmon", "counts"): "NumReads", ("salmon", "tpm"): "TPM", ("rsem", "counts"): "expected_count", ("rsem", "tpm"): "TPM"}
+VALUE_COLUMN = {("salmon", "counts"): "NumReads", ("salmon", "tpm"): "TPM", ("rsem", "counts"): "expected_count", ("rsem", "tpm"): "TPM",
+                ("kallisto", "counts"): "est_counts", ("kallisto", "tpm"): "tpm"}
 SALMON_NAMES = ("quant.sf", "quant.genes.sf")
 RSEM_SUFFIX = ".genes.results"
 
@@ -75,7 +105,8 @@ def expand_bulk_paths(path_setting, key: str = "bulk") -> list[str]:
 
 
 def _folder_members(folder: Path) -> list[str]:
-    for pattern in ("quant.genes.sf", "quant.sf", "*/quant.genes.sf", "*/quant.sf", f"*{RSEM_SUFFIX}"):
+    for pattern in ("quant.genes.sf", "quant.sf", "*/quant.genes.sf", "*/quant.sf", f"*{RSEM_SUFFIX}", "abundance.h5",
+                    "abundance.tsv", "*/abundance.h5", "*/abundance.tsv", f"*{STAR_SUFFIX}", f"*/*{STAR_SUFFIX}"):
         found = sorted(str(p) for p in folder.glob(pattern))
         if found:
             return found
@@ -99,10 +130,12 @@ def _head_lines(path: Path, n: int = 30) -> list[str]:
 
 
 def detect_format(path) -> str:
-    """The format of one bulk file, from its name (``.h5ad``) and its first lines."""
+    """The format of one bulk file, from its name (``.h5ad``, kallisto's ``.h5``) and its first lines."""
     path = Path(path)
     if path.name.lower().endswith(".h5ad"):
         return "h5ad"
+    if path.name.lower().endswith(".h5"):
+        return "kallisto"
     lines = _head_lines(path)
     if any(line.startswith("# Program:featureCounts") for line in lines[:3]):
         return "featurecounts"
@@ -112,26 +145,29 @@ def detect_format(path) -> str:
         return "featurecounts"
     if fields[:5] == SALMON_COLUMNS:
         return "salmon"
+    if fields[:5] == KALLISTO_COLUMNS:
+        return "kallisto"
     if fields[:5] == RSEM_COLUMNS[:5]:
         return "rsem"
+    if fields[0] == "gene_id" and len(fields) > 2 and fields[1] in NFCORE_SECOND_COLUMNS:
+        return "nfcore"
+    if fields[0] in STAR_SUMMARY_ROWS and len(fields) == 4:
+        return "star"
+    rest = fields[1:]
+    if rest and all(f.strip().isdigit() for f in rest) and not fields[0].strip().lstrip("-").isdigit():
+        return "htseq"  # no header: a gene id, then integer counts
     return "table"
 
 
 # --------------------------------------------------------------------------- readers
-def _read_tsv(path: Path, what: str, fix: str, **kwargs) -> pd.DataFrame:
-    try:
-        return pd.read_csv(path, sep="\t", **kwargs)
-    except pd.errors.EmptyDataError:
-        raise DeconflowError(path, f"{what} file is empty", fix) from None
-    except Exception as exc:
-        raise DeconflowError(path, f"{what} file cannot be parsed ({type(exc).__name__}: {exc})", fix) from None
+def _read_tsv(path: Path, what: str, fix: str, comment: str | None = None) -> pd.DataFrame:
+    """A quantifier's table as strings, with a header row (``deconflow.tables``)."""
+    return read_table(path, f"{what} file", fix, header=True, comment=comment)
 
 
 def _numeric(frame: pd.DataFrame, columns, path: Path, what: str, fix: str) -> pd.DataFrame:
-    bad = [c for c in columns if not pd.api.types.is_numeric_dtype(frame[c])]
-    if bad:
-        raise DeconflowError(path, f"{what} has non-numeric columns {bad[:5]}", fix)
-    return frame
+    """``columns`` of a string table as float64 (errors name the line of a non-number)."""
+    return to_numbers(frame, columns, what, fix)
 
 
 def sample_name_from_bam(column: str) -> str:
@@ -146,7 +182,7 @@ def sample_name_from_bam(column: str) -> str:
 def read_featurecounts(path) -> pd.DataFrame:
     path = Path(path)
     fix = "give featureCounts' output as written: a `#` comment line, the header `Geneid Chr Start End Strand Length` and one count column per BAM"
-    frame = _read_tsv(path, "featureCounts", fix, comment="#", dtype={"Geneid": str, "Chr": str})
+    frame = _read_tsv(path, "featureCounts", fix, comment="#")
     if list(frame.columns[:6]) != FEATURECOUNTS_COLUMNS:
         raise DeconflowError(path, f"not a featureCounts table (header starts {list(frame.columns[:6])})", fix)
     count_columns = list(frame.columns[6:])
@@ -155,10 +191,10 @@ def read_featurecounts(path) -> pd.DataFrame:
                              "run featureCounts with at least one BAM file and give its main output (not the .summary)")
     if frame.empty:
         raise DeconflowError(path, "featureCounts table has no gene rows", fix)
-    _numeric(frame, count_columns, path, "featureCounts table", "keep featureCounts' output unchanged (counts are integers)")
+    values = _numeric(frame, count_columns, path, "featureCounts table", "keep featureCounts' output unchanged (counts are integers)")
     samples = [sample_name_from_bam(c) for c in count_columns]
     _check_unique(samples, "sample names (BAM file names without folder and extension)", path, "give the BAM files distinct names")
-    counts = frame[count_columns].set_axis(samples, axis=1)
+    counts = values.set_axis(samples, axis=1)
     counts.index = frame["Geneid"].astype(str)
     return counts
 
@@ -166,6 +202,11 @@ def read_featurecounts(path) -> pd.DataFrame:
 def _sample_name_of_per_sample_file(path: Path, fmt: str) -> str:
     if fmt == "salmon" and path.name in SALMON_NAMES:
         return path.parent.name or path.name
+    if fmt == "kallisto" and path.name in KALLISTO_NAMES:
+        return path.parent.resolve().name or path.name
+    if fmt == "star" and path.name.endswith(STAR_SUFFIX):
+        prefix = path.name[: -len(STAR_SUFFIX)].rstrip("._-")
+        return prefix or path.parent.resolve().name
     if fmt == "rsem" and path.name.endswith(RSEM_SUFFIX):
         return path.name[: -len(RSEM_SUFFIX)]
     return path.name.split(".")[0]
@@ -174,14 +215,8 @@ def _sample_name_of_per_sample_file(path: Path, fmt: str) -> str:
 def read_tx2gene(path) -> dict[str, str]:
     """Transcript -> gene table (TSV/CSV, two columns, no versions needed)."""
     path = Path(path)
-    sep = "," if path.name.lower().endswith((".csv", ".csv.gz")) else "\t"
     fix = "give `tx2gene` as a TSV/CSV with two columns: transcript ID, gene ID (or symbol)"
-    try:
-        table = pd.read_csv(path, sep=sep, header=None, dtype=str, comment="#")
-    except Exception as exc:
-        raise DeconflowError(path, f"tx2gene table cannot be read ({type(exc).__name__}: {exc})", fix) from None
-    if table.shape[1] < 2:
-        raise DeconflowError(path, "tx2gene table needs two columns (transcript, gene)", fix)
+    table = read_table(path, "tx2gene table", fix, header=False, comment="#")
     return {strip_version(t): g for t, g in zip(table.iloc[:, 0], table.iloc[:, 1])}
 
 
@@ -210,33 +245,111 @@ def _salmon_genes(names: pd.Index, path: Path, tx2gene: dict | None) -> pd.Index
 
 
 def read_per_sample(path, fmt: str, quantity: str, tx2gene: dict | None = None) -> pd.DataFrame:
-    """One salmon or RSEM file as a genes x 1 table (transcripts summed to genes)."""
+    """One salmon, kallisto or RSEM file as a genes x 1 table (transcripts summed to genes)."""
     path = Path(path)
-    expected = SALMON_COLUMNS if fmt == "salmon" else RSEM_COLUMNS
-    fix = f"give the {fmt} output as written (header {' '.join(expected[:5])} ...)"
-    frame = _read_tsv(path, fmt, fix, dtype={expected[0]: str})
-    missing = [c for c in expected[:5] if c not in frame.columns]
-    if missing:
-        raise DeconflowError(path, f"not a {fmt} file: columns {missing} are missing (header {list(frame.columns)[:7]})", fix)
-    if frame.empty:
-        raise DeconflowError(path, f"{fmt} file has no rows", fix)
-    column = VALUE_COLUMN[(fmt, quantity)]
-    _numeric(frame, [column], path, f"{fmt} file", f"keep the {fmt} output unchanged")
-    names = pd.Index(frame[expected[0]].astype(str))
-    genes = _salmon_genes(names, path, tx2gene) if fmt == "salmon" else names
-    values = pd.Series(frame[column].to_numpy(dtype=np.float64), index=genes)
-    values = values[values.index != ""]
-    if not values.index.is_unique:  # transcripts -> genes
-        values = values.groupby(level=0, sort=False).sum()
-    return values.to_frame(_sample_name_of_per_sample_file(path, fmt))
+    if fmt == "kallisto" and path.name.lower().endswith(".h5"):
+        names, values = _read_kallisto_h5(path, quantity)
+    else:
+        expected = {"salmon": SALMON_COLUMNS, "rsem": RSEM_COLUMNS, "kallisto": KALLISTO_COLUMNS}[fmt]
+        fix = f"give the {fmt} output as written (header {' '.join(expected[:5])} ...)"
+        frame = _read_tsv(path, fmt, fix)
+        missing = [c for c in expected[:5] if c not in frame.columns]
+        if missing:
+            raise DeconflowError(path, f"not a {fmt} file: columns {missing} are missing (header {list(frame.columns)[:7]})", fix)
+        if frame.empty:
+            raise DeconflowError(path, f"{fmt} file has no rows", fix)
+        column = VALUE_COLUMN[(fmt, quantity)]
+        values = _numeric(frame, [column], path, f"{fmt} file", f"keep the {fmt} output unchanged")[column].to_numpy()
+        names = pd.Index(frame[expected[0]].astype(str))
+    genes = _salmon_genes(names, path, tx2gene) if fmt in ("salmon", "kallisto") else names
+    series = pd.Series(np.asarray(values, dtype=np.float64), index=genes)
+    series = series[series.index != ""]
+    if not series.index.is_unique:  # transcripts -> genes
+        series = series.groupby(level=0, sort=False).sum()
+    return series.to_frame(_sample_name_of_per_sample_file(path, fmt))
 
 
-def read_rna_bulk(paths, bulk_format: str | None = None, quantity: str = "counts", tx2gene=None) -> tuple[pd.DataFrame, str]:
+def _read_kallisto_h5(path: Path, quantity: str) -> tuple[pd.Index, np.ndarray]:
+    """Target ids and est_counts (or TPM = est_counts / eff_length scaled to 1e6) of abundance.h5."""
+    import h5py
+
+    fix = "give kallisto's abundance.h5 (or abundance.tsv) as written by `kallisto quant`"
+    try:
+        with h5py.File(path, "r") as h5:
+            ids = h5["aux/ids"].asstr()[()]
+            counts = h5["est_counts"][()].astype(np.float64)
+            eff_lengths = h5["aux/eff_lengths"][()].astype(np.float64)
+    except (OSError, KeyError) as exc:
+        raise DeconflowError(path, f"not a kallisto abundance.h5 ({type(exc).__name__}: {exc})", fix) from None
+    if quantity == "counts":
+        return pd.Index(ids), counts
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = np.where(eff_lengths > 0, counts / eff_lengths, 0.0)
+    return pd.Index(ids), rate / rate.sum() * 1e6
+
+
+def read_nfcore(path) -> pd.DataFrame:
+    """An nf-core/rnaseq merged table: gene_id, gene_name (or transcript_id(s)), samples. The
+    gene names are kept in ``attrs["gene_names"]`` (gene_id -> gene_name) for matching."""
+    path = Path(path)
+    fix = "give the nf-core/rnaseq merged table as written (gene_id, gene_name, then one column per sample)"
+    frame = _read_tsv(path, "nf-core merged", fix)
+    samples = list(frame.columns[2:])
+    _check_unique(samples, "sample ids", path, "give every sample column a unique name")
+    values = _numeric(frame, samples, path, "nf-core merged table", fix)
+    values.index = pd.Index(frame["gene_id"].to_numpy(), dtype=str)
+    if frame.columns[1] == "gene_name":
+        values.attrs["gene_names"] = dict(zip(values.index, frame["gene_name"].astype(str)))
+    return values
+
+
+def read_htseq(path) -> pd.DataFrame:
+    """htseq-count output (no header; gene, then one count column per BAM); the ``__`` summary rows
+    are dropped and logged. One column: named after the file; several: ``<file>_1``, ``<file>_2``..."""
+    path = Path(path)
+    fix = "give htseq-count's output as written: gene<TAB>count lines, ending with the __no_feature ... rows"
+    frame = read_table(path, "htseq-count file", fix, header=False)
+    ids = frame.iloc[:, 0].astype(str)
+    summary = ids.str.startswith(HTSEQ_SUMMARY_PREFIX).to_numpy()
+    values = _numeric(frame, frame.columns[1:], path, "htseq-count file", fix)
+    kept = values.loc[~summary]
+    kept.index = pd.Index(ids[~summary].to_numpy(), dtype=str)
+    stem = file_stem(path)
+    kept.columns = [stem] if kept.shape[1] == 1 else [f"{stem}_{k}" for k in range(1, kept.shape[1] + 1)]
+    if summary.any():
+        log.info("%s: htseq-count, %d summary rows dropped (%s)", path, int(summary.sum()), ", ".join(ids[summary][:5]))
+    return kept
+
+
+def read_star(path, strand: str | None = None) -> pd.DataFrame:
+    """STAR ReadsPerGene.out.tab: the N_ rows dropped, one strandedness column (see module doc)."""
+    path = Path(path)
+    fix = "give STAR's ReadsPerGene.out.tab as written (4 N_ rows, then gene, unstranded, forward, reverse counts)"
+    if strand is not None and strand not in STRANDS:
+        raise DeconflowError(path, f"unknown strand {strand!r}", f"use one of {list(STRANDS)} or leave `strand` unset")
+    frame = read_table(path, "STAR ReadsPerGene file", fix, header=False)
+    if frame.shape[1] != 4:
+        raise DeconflowError(path, f"has {frame.shape[1]} columns, STAR's ReadsPerGene.out.tab has 4", fix)
+    ids = frame.iloc[:, 0].astype(str)
+    summary = ids.isin(STAR_SUMMARY_ROWS).to_numpy()
+    values = _numeric(frame, frame.columns[1:], path, "STAR ReadsPerGene file", fix).loc[~summary]
+    values.columns = list(STRANDS)
+    values.index = pd.Index(ids[~summary].to_numpy(), dtype=str)
+    totals = values.sum(axis=0)
+    chosen = strand or str(totals.idxmax())
+    log.info("%s: STAR ReadsPerGene, %d summary rows dropped; strand column %s (%s counts: %s)%s", path, int(summary.sum()), chosen,
+             "assigned", ", ".join(f"{k} {int(v)}" for k, v in totals.items()),
+             "" if strand else "; the one with most counts, set `strand` to choose")
+    return values[[chosen]].set_axis([_sample_name_of_per_sample_file(path, "star")], axis=1)
+
+
+def read_rna_bulk(paths, bulk_format: str | None = None, quantity: str = "counts", tx2gene=None,
+                  strand: str | None = None) -> tuple[pd.DataFrame, str]:
     """One genes x samples table (float64, linear) from one or several bulk files.
 
     ``paths``: a path, a glob, a folder or a list (see :func:`expand_bulk_paths`); every file has
-    the same format (``bulk_format`` or detected). Files of a per-sample format are joined by
-    gene; table-like files must list the same genes. Returns ``(table, format)``.
+    the same format (``bulk_format`` or detected); several files must list the same genes and are
+    joined column-wise. ``strand`` is for STAR files. Returns ``(table, format)``.
     """
     files = expand_bulk_paths(paths)
     if quantity not in QUANTITIES:
@@ -258,8 +371,8 @@ def read_rna_bulk(paths, bulk_format: str | None = None, quantity: str = "counts
         raise DeconflowError(files[0], f"bulk files have different formats ({', '.join(f'{Path(f).name}: {k}' for f, k in formats.items())})",
                              "give files of one format per bulk entry")
     fmt = kinds[0]
-    if quantity == "tpm" and fmt == "featurecounts":
-        raise DeconflowError(files[0], "featureCounts gives read counts, not TPM", "set `quantity: counts` (or leave it unset)")
+    if quantity == "tpm" and fmt in ("featurecounts", "htseq", "star"):
+        raise DeconflowError(files[0], f"{fmt} gives read counts, not TPM", "set `quantity: counts` (or leave it unset)")
     tx2gene_map = read_tx2gene(tx2gene) if tx2gene else None
     tables = []
     for file in files:
@@ -267,9 +380,16 @@ def read_rna_bulk(paths, bulk_format: str | None = None, quantity: str = "counts
             tables.append(read_bulk(file))
         elif fmt == "featurecounts":
             tables.append(read_featurecounts(file))
+        elif fmt == "nfcore":
+            tables.append(read_nfcore(file))
+        elif fmt == "htseq":
+            tables.append(read_htseq(file))
+        elif fmt == "star":
+            tables.append(read_star(file, strand))
         else:
             tables.append(read_per_sample(file, fmt, quantity, tx2gene_map))
     combined = tables[0]
+    gene_names = combined.attrs.get("gene_names")
     for file, table in zip(files[1:], tables[1:]):
         if not table.index.sort_values().equals(combined.index.sort_values()):
             n_differ = len(table.index.symmetric_difference(combined.index))
@@ -278,7 +398,7 @@ def read_rna_bulk(paths, bulk_format: str | None = None, quantity: str = "counts
         combined = pd.concat([combined, table.loc[combined.index]], axis=1)
     source = files[0] if len(files) == 1 else f"{files[0]} (+{len(files) - 1} files)"
     _check_unique(combined.columns, "sample ids", source, "give every sample its own folder or file name")
-    _check_unique(combined.index, "feature (gene/region) ids", source, "sum or drop duplicated rows before deconvolution")
+    check_feature_ids(combined.index, source)
     values = combined.to_numpy(dtype=np.float64)
     _check_finite(values, source, "the bulk matrix")
     combined = combined.astype(np.float64)
@@ -286,4 +406,6 @@ def read_rna_bulk(paths, bulk_format: str | None = None, quantity: str = "counts
     combined.columns = combined.columns.astype(str)
     log.info("bulk %s: format %s%s, %d genes x %d samples", source, fmt,
              f" ({VALUE_COLUMN[(fmt, quantity)]})" if fmt in PER_SAMPLE_FORMATS else "", *combined.shape)
+    if gene_names:
+        combined.attrs["gene_names"] = gene_names
     return combined, fmt

@@ -11,11 +11,11 @@ import pandas as pd
 from .bulk_formats import expand_bulk_paths, read_rna_bulk
 from .cell_content import checkpoint_cell_size, read_cell_mrna, to_bulk_cell_fractions
 from .errors import DeconflowError
-from .genes import match_bulk_genes, overlap_fix, read_gene_table
+from .genes import match_bulk_genes, overlap_fix, read_gene_table, strip_version
 from .io import read_bulk, write_table
 from .methylation_formats import SUFFIX_FORMATS, calls_format, read_methylation_samples
 from .models import FittedModel, from_checkpoint, read_checkpoint
-from .normalize import CPM_SCALE, looks_log_scaled
+from .normalize import CPM_SCALE, LOG_SCALE_MAX, looks_log_scaled
 from .reference_formats import reference_gene_aliases
 from .threads import with_fixed_threads
 
@@ -34,14 +34,17 @@ def align_bulk(bulk: pd.DataFrame, model: FittedModel, min_overlap: int, source=
     shared = bulk.index.intersection(pd.Index(model.feature_names))
     n_shared = len(shared)
     if n_shared < min_overlap:
+        check_not_transposed(bulk, model.feature_names, n_shared, source)
+        lower = ", or lower `min_feature_overlap`" if n_shared >= 0.5 * min_overlap else ""
         raise DeconflowError(
             source,
             f"only {n_shared} of {len(model.feature_names)} model features (genes/regions) are in the bulk file; "
             f"at least {min_overlap} are required",
-            "use the same gene identifiers as the reference (symbols vs Ensembl ids), or lower `min_feature_overlap`",
+            f"use the same gene identifiers (or region ids) as the reference{lower}",
         )
     values = bulk.loc[shared].to_numpy(dtype=np.float64)
     if model.normalization == "cpm":
+        check_non_negative(bulk.loc[shared], source)
         if looks_log_scaled(values):
             raise DeconflowError(
                 source,
@@ -64,6 +67,35 @@ def align_bulk(bulk: pd.DataFrame, model: FittedModel, min_overlap: int, source=
     return out, n_shared
 
 
+def check_not_transposed(bulk: pd.DataFrame, feature_names, n_row_matches: int, source) -> None:
+    """Refuse a table with samples in rows: (almost) no row id is a model feature, but many
+    column names are."""
+    features = set(map(str, feature_names))
+    stripped = {strip_version(f) for f in features}
+    in_columns = sum(1 for c in map(str, bulk.columns) if c in features or strip_version(c) in stripped)
+    if in_columns >= 10 and in_columns > 10 * max(n_row_matches, 1):
+        raise DeconflowError(source, f"the table looks transposed: {in_columns} model features are column names "
+                                     f"(and {n_row_matches} are row ids; {bulk.shape[1]} columns, {bulk.shape[0]} rows)",
+                             "put genes (features) in rows and samples in columns: transpose the table")
+
+
+def check_non_negative(bulk: pd.DataFrame, source) -> None:
+    """Linear expression with negative entries (batch-corrected or centred values) is no mixture:
+    refuse it with the count, the minimum and the first gene and sample. Log-scaled data (max ≤ 50)
+    is left to the log-scale check."""
+    values = bulk.to_numpy(dtype=np.float64)
+    if values.size == 0 or np.nanmin(values) >= 0 or np.nanmax(values) <= LOG_SCALE_MAX:
+        return
+    negative = values < 0
+    row, column = (int(i[0]) for i in np.nonzero(negative))
+    raise DeconflowError(
+        source,
+        f"{int(negative.sum())} negative values (min {np.nanmin(values):.4g}, first at gene {bulk.index[row]}, sample "
+        f"{bulk.columns[column]}); deconvolution needs non-negative linear expression",
+        "give uncorrected counts, TPM or CPM (batch-corrected or centred values are not mixtures of cell types)",
+    )
+
+
 def align_reads(methylated: pd.DataFrame, total: pd.DataFrame, model: FittedModel, min_overlap: int, paths) -> tuple[np.ndarray, np.ndarray]:
     """(fractions with NaN where no read, coverage), samples x model regions; every sample must
     have reads on at least ``min_overlap`` regions."""
@@ -72,7 +104,8 @@ def align_reads(methylated: pd.DataFrame, total: pd.DataFrame, model: FittedMode
         log.info("%s: reads on %d of %d atlas regions (%d reads)", path, n_covered, len(model.feature_names), int(total[sample].sum()))
         if n_covered < min_overlap:
             raise DeconflowError(path, f"reads on only {n_covered} of {len(model.feature_names)} atlas regions; at least {min_overlap} are required",
-                                 "check the genome build (embedded atlas: hg38) and the sequencing depth, or lower `min_feature_overlap`")
+                                 "check the genome build (embedded atlas: hg38) and the sequencing depth"
+                                 + (", or lower `min_feature_overlap`" if n_covered >= 0.5 * min_overlap else ""))
     counts = total.to_numpy(dtype=np.float64).T
     with np.errstate(invalid="ignore", divide="ignore"):
         fractions = np.where(counts > 0, methylated.to_numpy(dtype=np.float64).T / np.maximum(counts, 1), np.nan)
@@ -87,22 +120,25 @@ def _source_name(bulk_path) -> str:
 
 
 def read_rna_bulk_for_model(bulk_path, model: FittedModel, min_overlap: int, bulk_format=None, quantity: str = "counts",
-                            gene_table=None, reference=None, gene_column=None, counts_layer=None, tx2gene=None) -> pd.DataFrame:
+                            gene_table=None, reference=None, gene_column=None, counts_layer=None, tx2gene=None, strand=None) -> pd.DataFrame:
     """A bulk RNA file of any accepted format, its genes matched to the model's (deconflow.genes),
     re-indexed by model feature names; too few matches is an error naming both identifier types."""
-    bulk, _ = read_rna_bulk(bulk_path, bulk_format, quantity, tx2gene)
+    bulk, _ = read_rna_bulk(bulk_path, bulk_format, quantity, tx2gene, strand=strand)
     source = _source_name(expand_bulk_paths(bulk_path))
+    check_non_negative(bulk, source)
     aliases = reference_gene_aliases(reference, gene_column, counts_layer) if reference else None
     table = read_gene_table(gene_table) if gene_table else None
-    matched, match = match_bulk_genes(bulk, model.feature_names, aliases, table)
+    own = bulk.attrs.get("gene_names")  # a file's own second identifier (nf-core's gene_name)
+    matched, match = match_bulk_genes(bulk, model.feature_names, aliases, table, own)
     for line in match.log_lines(source):
         log.info("%s", line)
     if match.n_matched < min_overlap:
+        check_not_transposed(bulk, model.feature_names, match.n_matched, source)
         raise DeconflowError(
             source,
             f"only {match.n_matched} of {match.n_model_features} model features (genes) are in the bulk file "
             f"({match.describe_sides()}); at least {min_overlap} are required",
-            overlap_fix(match),
+            overlap_fix(match, min_overlap),
         )
     return matched
 

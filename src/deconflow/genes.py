@@ -35,6 +35,7 @@ ENSEMBL_TRANSCRIPT = re.compile(r"^ENS[A-Z]*T\d{11}(\.\d+)?(_PAR_Y)?$")
 _VERSION = re.compile(r"\.\d+(_PAR_Y)?$|_PAR_Y$")
 
 ENSEMBL = "Ensembl IDs"
+CASE_MATCH = "ignoring letter case"
 SYMBOL = "gene symbols"
 
 #: The gene table inside the pybayesprism wheel (GENCODE v22; read by exact name, never imported).
@@ -169,6 +170,8 @@ class GeneMatch:
     n_features_summed: int = 0
     n_rows_summed: int = 0
     n_features_with_ensembl: int = 0  # model features with an Ensembl ID (own or from the gene table)
+    case_examples: list = field(default_factory=list)  # (bulk id, model feature) matched ignoring letter case
+    n_case_ambiguous: int = 0  # bulk rows matching several model features when case is ignored (left out)
 
     @property
     def n_matched(self) -> int:
@@ -184,6 +187,13 @@ class GeneMatch:
             + ", ".join(f"{n} {how}" for how, n in self.matched_by.items() if n),
             f"{self.n_rows_unmatched} of {self.n_bulk_rows} bulk rows match no model feature (left out)",
         ]
+        if self.case_examples:
+            n_case = self.matched_by.get(CASE_MATCH, 0)
+            examples = ", ".join(f"{b} -> {f}" for b, f in self.case_examples[:3])
+            lines.append(f"{n_case} model features matched only when letter case is ignored (e.g. {examples}); "
+                         "check that bulk and reference are of the same species (mouse Cd8a is not human CD8A)")
+        if self.n_case_ambiguous:
+            lines.append(f"{self.n_case_ambiguous} bulk rows match several model features when letter case is ignored (left out)")
         if self.n_features_summed:
             lines.append(
                 f"{self.n_features_summed} model features received {self.n_rows_summed} bulk rows "
@@ -204,8 +214,12 @@ def match_bulk_genes(
     model_features,
     aliases: pd.DataFrame | None = None,
     gene_table: pd.DataFrame | None = None,
+    own_names: dict | None = None,
 ) -> tuple[pd.DataFrame, GeneMatch]:
     """``bulk`` (genes x samples) re-indexed by model feature names, duplicates summed.
+
+    ``own_names``: the bulk file's own second identifier per row id (nf-core/rnaseq's
+    ``gene_name`` beside ``gene_id``), tried after the reference's and before the gene table.
 
     Rows that match no model feature are dropped. See the module docstring for the order in which
     identifiers are tried; a key that would point to two model features (an ambiguous symbol in
@@ -231,6 +245,14 @@ def match_bulk_genes(
     if aliases is not None and len(aliases):
         own = aliases[aliases["feature"].isin(feature_set)]
         add(zip(own["ensembl_id"], own["feature"]), "by Ensembl ID (the reference's own IDs)")
+    if own_names:
+        pairs = [(strip_version(str(k)), str(v)) for k, v in own_names.items()]
+        if model_kind == SYMBOL:
+            add(((k, v) for k, v in pairs if v in feature_set), "by the file's own gene names")
+        else:
+            stripped_features = {strip_version(f): f for f in features}
+            add(((k, stripped_features[strip_version(v)]) for k, v in pairs if strip_version(v) in stripped_features),
+                "by the file's own second gene id")
     table_name = None
     if gene_table is not None:
         table_name = gene_table.attrs.get("path", "gene table")
@@ -243,6 +265,21 @@ def match_bulk_genes(
             add(((s, stripped[e]) for e, s in zip(rows["ensembl_id"], rows["symbol"])), f"by symbol via the gene table {table_name}")
 
     keys = [strip_version(str(g)) for g in bulk.index]
+    # ids that differ from a model feature only in letter case (cd8a, Cd8a for CD8A): matched when
+    # exactly one model feature has that spelling and no bulk row matches it exactly
+    exact = {key_to_feature[k] for k in keys if k in key_to_feature}
+    folded: dict[str, set] = {}
+    for key, feature in key_to_feature.items():
+        folded.setdefault(key.casefold(), set()).add(feature)
+    case_examples, n_case_ambiguous = [], 0
+    for key in dict.fromkeys(k for k in keys if k not in key_to_feature):
+        candidates = folded.get(key.casefold(), set()) - exact
+        if len(candidates) == 1:
+            key_to_feature[key] = next(iter(candidates))
+            how_of_key[key] = CASE_MATCH
+            case_examples.append((key, key_to_feature[key]))
+        elif len(candidates) > 1:
+            n_case_ambiguous += 1
     targets = pd.Series([key_to_feature.get(k) for k in keys], index=bulk.index, dtype=object)
     hows = [how_of_key.get(k) for k in keys]
     matched = targets.notna().to_numpy()
@@ -263,22 +300,26 @@ def match_bulk_genes(
         n_features_summed=int((per_feature > 1).sum()),
         n_rows_summed=int(per_feature[per_feature > 1].sum()),
         n_features_with_ensembl=len({f for k, f in key_to_feature.items() if ENSEMBL_GENE.match(k)}),
+        case_examples=case_examples,
+        n_case_ambiguous=n_case_ambiguous,
     )
     summed.index = summed.index.astype(str)
     return summed, match
 
 
-def overlap_fix(match: GeneMatch) -> str:
-    """What to do when too few genes matched, for the sides at hand."""
+def overlap_fix(match: GeneMatch, min_overlap: int | None = None) -> str:
+    """What to do when too few genes matched, for the sides at hand. Lowering
+    ``min_feature_overlap`` is offered only when at least half the required genes matched: with
+    almost none matching, the identifiers are the problem, not the threshold."""
+    lower = "" if min_overlap is not None and match.n_matched < 0.5 * min_overlap else "; or lower `min_feature_overlap`"
     if match.bulk_kind.startswith(ENSEMBL) and match.model_kind == SYMBOL and not match.has_reference_ensembl:
         return (
             "use the same gene identifiers as the reference (symbols), give a reference with an Ensembl ID column "
-            "(`gene_column`), or point `gene_table` at an annotation (columns ensembl_id, symbol) covering your genes; "
-            "or lower `min_feature_overlap`"
+            "(`gene_column`), or point `gene_table` at an annotation (columns ensembl_id, symbol) covering your genes" + lower
         )
     if match.bulk_kind == SYMBOL and match.model_kind == ENSEMBL:
         return (
             "use the same gene identifiers as the reference (Ensembl IDs), or point `gene_table` at an annotation "
-            "(columns ensembl_id, symbol) covering your genes; or lower `min_feature_overlap`"
+            "(columns ensembl_id, symbol) covering your genes" + lower
         )
-    return "use the same gene identifiers as the reference (symbols vs Ensembl ids) and the same species, or lower `min_feature_overlap`"
+    return "use the same gene identifiers as the reference (symbols vs Ensembl ids) and the same species" + lower

@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,9 @@ import scipy.sparse as sp
 
 from . import __version__
 from .errors import DeconflowError, StaleDataError
+from .tables import read_numeric_table, read_table, to_numbers
+
+log = logging.getLogger(__name__)
 
 #: Bump when the layout of mixture files changes; readers refuse other versions.
 MIXTURE_FORMAT_VERSION = 1
@@ -151,6 +156,77 @@ def write_reference_h5ad(
 
 
 # --------------------------------------------------------------------------- bulk
+BULK_FIX = "give a features x samples table: feature ids in the first column, one numeric column per sample, a header row"
+
+#: a spreadsheet's date made of a gene symbol (MARCH1 -> 1-Mar, SEPT2 -> 2-Sep, DEC1 -> 1-Dec)
+SPREADSHEET_DATE = re.compile(r"^(\d{1,2}-(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)|"
+                              r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)-\d{1,2}|"
+                              r"\d{4}-\d{2}-\d{2}( 00:00:00)?|\d{1,2}/\d{1,2}/\d{2,4})$", re.IGNORECASE)
+
+
+def spreadsheet_dates(ids) -> list[str]:
+    """The identifiers among ``ids`` that are dates a spreadsheet made of gene symbols
+    (Zeeberg et al. 2004, BMC Bioinformatics 5:80; Ziemann et al. 2016, Genome Biology 17:177)."""
+    return [str(i) for i in ids if SPREADSHEET_DATE.match(str(i))]
+
+
+def check_feature_ids(ids, path, what: str = "feature (gene/region) ids") -> None:
+    """Unique feature ids; duplicated spreadsheet dates (1-Mar from MARCH1 and MARC1) are named as
+    such, since summing them would add two different genes."""
+    ids = pd.Index(ids)
+    if not ids.has_duplicates:
+        return
+    duplicated = ids[ids.duplicated()].unique().tolist()
+    dates = spreadsheet_dates(duplicated)
+    if dates:
+        raise DeconflowError(path, f"gene ids {dates[:5]} occur several times: they are dates a spreadsheet made of gene "
+                                   "symbols (MARCH1 and MARC1 both become 1-Mar, SEPT2 becomes 2-Sep), so their rows cannot be told apart",
+                             "export the table again from its source without opening it in a spreadsheet (or import the gene "
+                             "column as text), or delete those rows; never sum them")
+    _check_unique(ids, what, path, "sum or drop duplicated rows before deconvolution")
+
+
+def read_bulk_table(path, allow_missing: bool = False) -> pd.DataFrame:
+    """A features x samples text table (float64) through ``deconflow.tables``: separator, quotes,
+    header and decimal commas from the content. A file whose first row is numbers has no header:
+    its one sample column is named after the file (``S1.counts.txt`` -> ``S1``), several after the
+    file and their position (``S1_1``, ``S1_2``); this is logged."""
+    path = Path(path)
+    frame = read_table(path, "bulk", BULK_FIX, header=None)
+    has_header = frame.attrs["has_header"]
+    if frame.shape[0] == 0:
+        raise DeconflowError(path, "bulk file has no data rows", BULK_FIX)
+    if has_header:
+        _check_unique(frame.columns[1:], "sample ids", path, "give every sample column a unique name")
+        non_numeric = [c for c in frame.columns[1:] if not _numeric_column(frame[c], allow_missing)]
+        if non_numeric:
+            raise DeconflowError(path, f"non-numeric sample columns {non_numeric[:5]}",
+                                 "keep only the feature id as the first column and numeric values in the others")
+    df = to_numbers(frame, frame.columns[1:], "bulk", BULK_FIX, allow_missing=True)  # NaN: named by _check_finite
+    df.index = pd.Index(frame.iloc[:, 0].to_numpy(), dtype=str)
+    if has_header:
+        df.columns = [str(c) for c in frame.columns[1:]]
+    else:
+        stem = file_stem(path)
+        df.columns = [stem] if df.shape[1] == 1 else [f"{stem}_{k}" for k in range(1, df.shape[1] + 1)]
+        log.info("%s: no header row (the first line is numbers): sample column(s) named %s after the file",
+                 path, ", ".join(df.columns[:5]))
+    df.attrs.update(frame.attrs)
+    return df
+
+
+def _numeric_column(column: pd.Series, allow_missing: bool) -> bool:
+    text = column.str.strip()
+    values = pd.to_numeric(text.str.replace(",", ".", regex=False), errors="coerce")
+    ok = values.notna() | text.isin(["nan", "NaN", "NA", ""] if allow_missing else ["nan", "NaN"])
+    return bool(ok.mean() >= 0.5)
+
+
+def file_stem(path) -> str:
+    """``data/S1.counts.txt.gz`` -> ``S1``: the file name up to its first dot."""
+    name = Path(path).name
+    return name.split(".")[0] or name
+
 def read_bulk(path: str | Path, allow_missing: bool = False) -> pd.DataFrame:
     """Read a bulk matrix (features x samples) from TSV/CSV (optionally .gz) or h5ad.
 
@@ -177,29 +253,10 @@ def read_bulk(path: str | Path, allow_missing: bool = False) -> pd.DataFrame:
         X = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)
         df = pd.DataFrame(X.T, index=adata.var_names.astype(str), columns=adata.obs_names.astype(str))
     else:
-        sep = "," if name.endswith((".csv", ".csv.gz")) else "\t"
-        try:
-            df = pd.read_csv(path, sep=sep, index_col=0)
-        except pd.errors.EmptyDataError:
-            raise DeconflowError(path, "bulk file is empty", "give a features x samples table with a header row") from None
-        except Exception as exc:
-            raise DeconflowError(path, f"cannot be parsed ({type(exc).__name__}: {exc})", "give a TSV/CSV with features as rows") from None
-        if df.shape[0] == 0 or df.shape[1] == 0:
-            raise DeconflowError(path, "bulk file has no data rows or no sample columns", "give a features x samples table with a header row")
-        # read_csv renames a repeated header ("s1", "s1" -> "s1", "s1.1"), which would hide
-        # duplicate sample ids from the check below; check the header as written instead.
-        raw_header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist()
-        _check_unique(raw_header[len(raw_header) - df.shape[1] :], "sample ids", path, "give every sample column a unique name")
-        non_numeric = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
-        if non_numeric:
-            raise DeconflowError(
-                path,
-                f"non-numeric sample columns {non_numeric[:5]}",
-                "keep only the feature id as the first column and numeric values in the others",
-            )
+        df = read_bulk_table(path, allow_missing=allow_missing)
     df.index = df.index.astype(str)
     df.columns = df.columns.astype(str)
-    _check_unique(df.index, "feature (gene/region) ids", path, "sum or drop duplicated rows before deconvolution")
+    check_feature_ids(df.index, path)
     _check_unique(df.columns, "sample ids", path, "give every sample column a unique name")
     values = df.to_numpy(dtype=np.float64)
     if allow_missing:  # methylation: uncovered regions are NaN; inf is still an error

@@ -11,6 +11,8 @@ import numpy as np
 import scipy.sparse as sp
 
 CPM_SCALE = 1e6
+#: linear expression (counts, TPM, CPM) reaches far above this; log2/log1p values stay below it
+LOG_SCALE_MAX = 50.0
 
 
 def cpm(counts, axis: int = 1):
@@ -39,4 +41,4 @@ def looks_log_scaled(values: np.ndarray) -> bool:
     values = np.asarray(values, dtype=np.float64)
     if values.size == 0:
         return False
-    return bool(values.min() < 0 or values.max() <= 50.0)
+    return bool(values.min() < 0 or values.max() <= LOG_SCALE_MAX)

@@ -1,0 +1,284 @@
+"""The one reader of delimited text tables: every table deconflow reads goes through here.
+
+Bulk tables, measured fractions (``truth``), label tables, gene tables, ``tx2gene``,
+``cell_mrna``, quantifier outputs and the summaries the pipeline reads back are all parsed by
+:func:`read_table`, which decides from the bytes, not from the file name:
+
+* **separator**: tab, comma or semicolon, whichever splits the first lines into the same number
+  of fields (the header may have one field fewer, as R's ``write.table`` leaves it); a separator
+  that disagrees with the extension (a ``.csv`` holding tabs) is used and logged;
+* **quotes**: in a tab-separated table a ``"`` is data, never quoting, so no line can swallow the
+  next ones (a field wholly in quotes, as R writes them, loses its quotes; a stray quote at the
+  edge of an identifier is dropped and logged with its line). In comma/semicolon tables quotes
+  are CSV quoting, and a quoted field running over a line end is an error naming that line;
+* **header**: with ``header=None`` a first row whose fields after the first are all numbers is
+  data (htseq-count files, headerless matrices), reported in ``attrs["has_header"]``;
+* **decimal commas** (``12,5`` in semicolon or tab tables from a European spreadsheet) are
+  recognised by :func:`to_numbers` and logged;
+* **identifiers stay text**: every cell is read as a string; numbers are parsed only in the
+  columns a caller names, and a cell that is not a number is an error naming file, line, column
+  and value;
+* **one row per line**: blank lines and comment lines (``comment``) are skipped, and the row
+  count is checked against the number of remaining lines; ragged rows are errors naming the line.
+
+This module imports nothing of deconflow but its errors, so every reader can use it.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import DeconflowError
+
+log = logging.getLogger(__name__)
+
+SEPARATOR_NAMES = {"\t": "tab", ",": "comma", ";": "semicolon"}
+#: cells read as missing values where a caller allows them (``allow_missing``)
+MISSING = frozenset({"", "NA", "NaN", "nan", "NULL", "null", "N/A", "#N/A"})
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^[+-]?(inf|Inf|INF|nan|NaN)$")
+_DECIMAL_COMMA = re.compile(r"^[+-]?\d+,\d+([eE][+-]?\d+)?$")
+_DOT_DECIMAL = re.compile(r"^[+-]?\d*\.\d+([eE][+-]?\d+)?$")
+_SNIFF_LINES = 200
+
+
+def _extension_separator(path: Path) -> str | None:
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith(".csv"):
+        return ","
+    if name.endswith((".tsv", ".tab", ".txt", ".sf", ".results", ".tabular")):
+        return "\t"
+    return None
+
+
+def read_text(path, what: str = "table", fix: str = "give a tab- or comma-separated text table") -> str:
+    """The whole file as text (``.gz`` unpacked, UTF-8 with or without BOM, Latin-1 as fallback)."""
+    path = Path(path)
+    if not path.exists():
+        raise DeconflowError(path, f"{what} file does not exist", fix)
+    try:
+        raw = gzip.open(path, "rb").read() if path.name.lower().endswith(".gz") else path.read_bytes()
+    except (OSError, EOFError) as exc:
+        raise DeconflowError(path, f"{what} file cannot be read ({type(exc).__name__}: {exc})", fix) from None
+    if b"\x00" in raw[:8192]:
+        kind = "HDF5" if raw[:8] == b"\x89HDF\r\n\x1a\n" else "binary"
+        raise DeconflowError(path, f"{what} file is {kind}, not a text table", fix)
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _count_outside_quotes(line: str, sep: str) -> int:
+    if '"' not in line or sep == "\t":
+        return line.count(sep)
+    count, quoted = 0, False
+    for char in line:
+        if char == '"':
+            quoted = not quoted
+        elif char == sep and not quoted:
+            count += 1
+    return count
+
+
+def sniff_separator(lines: list[str], path: Path) -> str | None:
+    """The separator that splits ``lines`` (header first) into equal field counts, or None.
+
+    The header may hold one field fewer than the data lines (no name for the id column).
+    Preference when several fit: the extension's, then tab, comma, semicolon.
+    """
+    sample = lines[:_SNIFF_LINES]
+    if not sample:
+        return None
+    preferred = _extension_separator(path)
+    order = ([preferred] if preferred else []) + [s for s in SEPARATOR_NAMES if s != preferred]
+    fitting = []
+    for sep in order:
+        counts = [_count_outside_quotes(line, sep) for line in sample]
+        data = counts[1:] or counts[:1]
+        if min(data) == 0 or len(set(data)) != 1:
+            continue
+        if counts[0] in (data[0], data[0] - 1):
+            fitting.append(sep)
+    if fitting:
+        return fitting[0]
+    # none is consistent: the separator of the header, if any, so that the ragged line is named
+    for sep in order:
+        if _count_outside_quotes(sample[0], sep) > 0:
+            return sep
+    return None
+
+
+def _first_unbalanced_quote(lines: list[str], numbers: list[int]) -> int | None:
+    for line, number in zip(lines, numbers):
+        if line.count('"') % 2:
+            return number
+    return None
+
+
+def read_table(path, what: str = "table", fix: str = "give a tab- or comma-separated text table with a header row",
+               *, header: bool | None = True, comment: str | None = None, min_columns: int = 2) -> pd.DataFrame:
+    """A delimited text table as strings (see the module docstring for the rules).
+
+    ``header``: True (the first row names the columns), False (no header), None (detect: a first
+    row whose fields after the first are all numbers is data). Returns a DataFrame of ``str``
+    (rows x fields, the id column included), columns named after the header (or ``0..n-1``), with
+    ``attrs``: ``path``, ``sep``, ``has_header``, ``lines`` (1-based file line of each row),
+    ``decimal_comma`` (set by :func:`to_numbers`). Raises DeconflowError naming file, problem
+    and ``fix`` for an empty or binary file, fewer than ``min_columns`` fields, a line with
+    another number of fields than the header, or a quoted field running over a line end.
+    """
+    path = Path(path)
+    text = read_text(path, what, fix)
+    kept, numbers = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or (comment and line.startswith(comment)):
+            continue
+        kept.append(line)
+        numbers.append(number)
+    if not kept:
+        raise DeconflowError(path, f"{what} file is empty", fix)
+    sep = sniff_separator(kept, path)
+    if sep is None:
+        if min_columns > 1:
+            raise DeconflowError(path, f"{what} has one column only: no tab, comma or semicolon separates its fields", fix)
+        sep = "\t"
+    expected = _extension_separator(path)
+    if expected and sep != expected:
+        log.info("%s: fields are separated by %ss although the name ends in %s; read as %s-separated",
+                 path, SEPARATOR_NAMES[sep], Path(path.name.lower().removesuffix(".gz")).suffix, SEPARATOR_NAMES[sep])
+    if header is not False and len(kept) > 1 and _count_outside_quotes(kept[0], sep) == _count_outside_quotes(kept[1], sep) - 1:
+        kept[0] = sep + kept[0]  # header without a name for the id column (R's write.table)
+    quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
+    try:
+        frame = pd.read_csv(io.StringIO("\n".join(kept)), sep=sep, header=None, dtype=str, keep_default_na=False,
+                            na_filter=False, quoting=quoting, skip_blank_lines=False, engine="c")
+    except pd.errors.ParserError as exc:
+        match = re.search(r"line (\d+), saw (\d+)", str(exc))
+        if match:
+            line = numbers[min(int(match.group(1)), len(numbers)) - 1]
+            raise DeconflowError(path, f"line {line} has {match.group(2)} fields, the lines before it fewer", fix) from None
+        quote_line = _first_unbalanced_quote(kept, numbers)
+        if quote_line is not None:
+            raise DeconflowError(path, f'line {quote_line}: a `"` opens a quoted field that does not close on that line',
+                                 'remove the stray `"` (or save the table tab-separated)') from None
+        raise DeconflowError(path, f"{what} cannot be parsed ({exc})", fix) from None
+    if len(frame) != len(kept):  # a quoted field ran over line ends (comma/semicolon tables only)
+        quote_line = _first_unbalanced_quote(kept, numbers)
+        where = f"line {quote_line}" if quote_line is not None else "a line"
+        raise DeconflowError(path, f"{len(kept)} lines but {len(frame)} rows: at {where} a `\"` opens a quoted field "
+                                   "that runs over the following lines", 'remove the stray `"` (or save the table tab-separated)')
+    if sep == "\t":
+        frame = _unquote_tab_fields(frame, numbers, path)
+    # a separator at the end of every line leaves an empty last column
+    while frame.shape[1] > 1 and (frame.iloc[:, -1] == "").all():
+        frame = frame.iloc[:, :-1]
+    if frame.shape[1] < min_columns:
+        raise DeconflowError(path, f"{what} has {frame.shape[1]} column(s), at least {min_columns} are needed", fix)
+    # a ragged line shorter than the others leaves empty trailing cells in pandas' fill; name it
+    width = frame.shape[1]
+    if frame.iloc[:, -1].eq("").any():
+        short = next((i for i, line in enumerate(kept) if _count_outside_quotes(line, sep) + 1 < width), None)
+        if short is not None:
+            raise DeconflowError(path, f"line {numbers[short]} has {_count_outside_quotes(kept[short], sep) + 1} fields, "
+                                       f"the others {width}", fix)
+    has_header = bool(header) if header is not None else not _looks_numeric_row(frame.iloc[0, 1:].tolist())
+    if has_header:
+        names = frame.iloc[0].tolist()
+        frame = frame.iloc[1:].reset_index(drop=True)
+        frame.columns = [str(n) for n in names]
+        row_lines = np.asarray(numbers[1:])
+    else:
+        frame.columns = [str(i) for i in range(width)]
+        row_lines = np.asarray(numbers)
+    frame.attrs.update(path=str(path), sep=sep, has_header=has_header, lines=row_lines, decimal_comma=False)
+    return frame
+
+
+def _looks_numeric_row(cells) -> bool:
+    cells = [c.strip() for c in cells]
+    return bool(cells) and all(_NUMBER.match(c) or _DECIMAL_COMMA.match(c) for c in cells)
+
+
+def _unquote_tab_fields(frame: pd.DataFrame, numbers: list[int], path: Path) -> pd.DataFrame:
+    """Fields wholly in quotes lose them (R's write.table); in the id column and the header a
+    stray quote at an edge is dropped and logged. Other quotes stay data."""
+    for position in range(frame.shape[1]):
+        column = frame.iloc[:, position]
+        if not column.str.contains('"', regex=False).any():
+            continue
+        wrapped = column.str.len().ge(2) & column.str.startswith('"') & column.str.endswith('"')
+        column = column.where(~wrapped, column.str[1:-1].str.replace('""', '"', regex=False))
+        stray = column.str.startswith('"') | column.str.endswith('"')
+        if position == 0 or stray.iloc[:1].any():
+            stray_rows = np.flatnonzero(stray.to_numpy())
+            if len(stray_rows):
+                first = stray_rows[0]
+                log.warning("%s: %d identifier(s) with a stray `\"` (first at line %d: %s); quotes in tab-separated files are "
+                            "data, not quoting: read as %s", path, len(stray_rows), numbers[first], column.iloc[first],
+                            column.iloc[first].strip('"'))
+                column = column.where(~stray, column.str.strip('"'))
+        frame.iloc[:, position] = column
+    return frame
+
+
+def to_numbers(frame: pd.DataFrame, columns, what: str, fix: str, *, allow_missing: bool = False) -> pd.DataFrame:
+    """``frame[columns]`` (strings from :func:`read_table`) as float64.
+
+    Decimal commas (``12,5``) are read as decimal points when the table has no dot decimals (and is
+    not comma-separated); this is logged once. ``allow_missing`` turns empty/NA cells into NaN;
+    otherwise they, and any cell that is not a number, are an error naming line, column and value.
+    """
+    path = frame.attrs.get("path")
+    lines = frame.attrs.get("lines")
+    block = frame.loc[:, list(columns)]
+    if block.shape[1] == 0:
+        return pd.DataFrame(index=frame.index, dtype=np.float64)
+    stacked = block.to_numpy(dtype=object).ravel()
+    sample = [str(c).strip() for c in stacked[:: max(1, len(stacked) // 20000)]]
+    decimal_comma = (frame.attrs.get("sep") != "," and any(_DECIMAL_COMMA.match(c) for c in sample)
+                     and not any(_DOT_DECIMAL.match(c) for c in sample))
+    out = {}
+    for name in block.columns:
+        text = block[name].str.strip()
+        if decimal_comma:
+            text = text.str.replace(",", ".", regex=False)
+        values = pd.to_numeric(text, errors="coerce")
+        bad = values.isna().to_numpy() & ~(text.str.lower().isin({"nan"}).to_numpy())
+        missing = text.isin(MISSING).to_numpy()
+        if allow_missing:
+            bad &= ~missing
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            value = block[name].iloc[row]
+            line = f"line {lines[row]}" if lines is not None else f"row {row + 1}"
+            problem = (f"{what}: empty value in column {name!r} at {line}" if value.strip() == "" else
+                       f"{what}: {value!r} in column {name!r} at {line} is not a number ({int(bad.sum())} such cells)")
+            raise DeconflowError(path, problem, fix)
+        out[name] = values.to_numpy(dtype=np.float64)
+    if decimal_comma and not frame.attrs.get("decimal_comma"):
+        example = next(c for c in sample if _DECIMAL_COMMA.match(c))
+        log.info("%s: decimal commas (e.g. %s) read as decimal points", path, example)
+        frame.attrs["decimal_comma"] = True
+    return pd.DataFrame(out, index=frame.index)
+
+
+def read_numeric_table(path, what: str = "table", fix: str = "give a tab- or comma-separated table with a header row",
+                       *, header: bool | None = True, comment: str | None = None, allow_missing: bool = False,
+                       min_columns: int = 2) -> pd.DataFrame:
+    """A table whose first column holds identifiers (text) and the others numbers: float64 frame
+    indexed by the identifiers (``str``), columns named after the header (``str``). ``attrs`` as
+    for :func:`read_table`. Errors name the line of any cell that is not a number."""
+    frame = read_table(path, what, fix, header=header, comment=comment, min_columns=min_columns)
+    values = to_numbers(frame, frame.columns[1:], what, fix, allow_missing=allow_missing)
+    values.index = pd.Index(frame.iloc[:, 0].astype(str).to_numpy(), name=frame.columns[0] or None)
+    values.columns = pd.Index([str(c) for c in frame.columns[1:]])
+    values.attrs.update(frame.attrs)
+    return values
