@@ -372,7 +372,8 @@ def read_rna_bulk(paths, bulk_format: str | None = None, quantity: str = "counts
                              "give files of one format per bulk entry")
     fmt = kinds[0]
     if quantity == "tpm" and fmt in ("featurecounts", "htseq", "star"):
-        raise DeconflowError(files[0], f"{fmt} gives read counts, not TPM", "set `quantity: counts` (or leave it unset)")
+        tool = {"featurecounts": "featureCounts", "htseq": "htseq-count", "star": "STAR ReadsPerGene"}[fmt]
+        raise DeconflowError(files[0], f"{tool} gives read counts, not TPM", "set `quantity: counts` (or leave it unset)")
     tx2gene_map = read_tx2gene(tx2gene) if tx2gene else None
     tables = []
     for file in files:

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DeconflowError
+from .tables import read_table
 
 #: Row of a ``cell_mrna`` table used for reference types the table does not list.
 DEFAULT_ROW = "default"
@@ -41,15 +42,12 @@ def read_cell_mrna(path: str | Path, cell_types) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DeconflowError(path, "cell_mrna table not found", "give a TSV with columns cell_type and mrna_per_cell")
-    try:
-        table = pd.read_csv(path, sep="\t", comment="#", dtype={0: str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DeconflowError(path, f"cannot be read as a TSV table ({exc})", "give a TSV with columns cell_type and mrna_per_cell") from None
+    table = read_table(path, "cell_mrna table", "give a TSV with columns cell_type and mrna_per_cell", header=True, comment="#")
     if table.shape[1] != 2 or table.shape[0] == 0:
         raise DeconflowError(path, f"expected 2 columns (cell_type, mrna_per_cell) and at least one row, found {table.shape[1]} columns "
                                    f"and {table.shape[0]} rows", "give one row per cell type: name<TAB>mRNA per cell")
     names = table.iloc[:, 0].astype(str).str.strip()
-    values = pd.to_numeric(table.iloc[:, 1], errors="coerce").to_numpy(dtype=np.float64)
+    values = pd.to_numeric(table.iloc[:, 1].str.strip().str.replace(",", ".", regex=False), errors="coerce").to_numpy(dtype=np.float64)
     if not np.all(np.isfinite(values)) or np.any(values <= 0):
         bad = names[~(np.isfinite(values) & (values > 0))].tolist()
         raise DeconflowError(path, f"mRNA per cell of {bad} is not a positive number", "give a positive value for every row")

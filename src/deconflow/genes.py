@@ -26,6 +26,7 @@ import pandas as pd
 
 from .errors import DeconflowError
 from .io import write_table
+from .tables import read_table
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +96,7 @@ def read_gene_table(path) -> pd.DataFrame:
     fix = "give `gene_table` as a TSV/CSV with columns `ensembl_id` and `symbol` (one row per gene)"
     if not path.exists():
         raise DeconflowError(path, "gene table does not exist", "check `gene_table` (default: the embedded GENCODE v22 table made by convert_gene_table)")
-    sep = "," if path.name.lower().endswith((".csv", ".csv.gz")) else "\t"
-    try:
-        table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-    except Exception as exc:
-        raise DeconflowError(path, f"gene table cannot be parsed ({type(exc).__name__}: {exc})", fix) from None
+    table = read_table(path, "gene table", fix, header=True)
     missing = [c for c in ("ensembl_id", "symbol") if c not in table.columns]
     if missing:
         raise DeconflowError(path, f"gene table has no column {missing} (columns: {table.columns.tolist()[:8]})", fix)

@@ -383,8 +383,7 @@ def read_signature(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise DeconflowError(path, "signature file is missing; every model is built from it", "run the signature rule first (`snakemake --forcerun build_signature`)")
-    signature = pd.read_csv(path, sep="\t", index_col=0)
-    signature.index = signature.index.astype(str)
+    signature = read_numeric_table(path, "signature", "rerun `snakemake --forcerun build_signature`")
     values = signature.to_numpy(dtype=np.float64)
     _check_finite(values, path, "the signature")
     if values.size == 0 or values.min() < 0:
@@ -401,8 +400,7 @@ LIBRARY_SIZE_FILE = "cell_library_size.tsv"
 
 def read_library_size(path: str | Path, cell_types) -> pd.Series:
     """Per-type mean library size, in the order of ``cell_types`` (all positive and finite)."""
-    sizes = pd.read_csv(path, sep="\t", index_col=0).iloc[:, 0]
-    sizes.index = sizes.index.astype(str)
+    sizes = read_numeric_table(path, "library sizes", "rerun `snakemake --forcerun build_signature`").iloc[:, 0]
     missing = [t for t in map(str, cell_types) if t not in sizes.index]
     if missing:
         raise DeconflowError(path, f"no library size for cell types {missing}", "rerun `snakemake --forcerun build_signature`")

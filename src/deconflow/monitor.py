@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import DeconflowError
+from .tables import read_table, to_numbers
 
 #: Columns shown first, when present; the per-term losses follow.
 LEADING = ["epoch", "train_total", "val_total", "val_selection", "val_mae", "val_mean_r", "lr", "seconds"]
@@ -28,10 +29,10 @@ def read_history(path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise DeconflowError(path, "training log does not exist (yet)", "start training, e.g. snakemake ... train_model")
-    try:
-        return pd.read_csv(path)
-    except pd.errors.EmptyDataError:
+    if path.stat().st_size == 0:
         return pd.DataFrame()
+    frame = read_table(path, "training log", "let training write it again", header=True)
+    return to_numbers(frame, frame.columns, "training log", "let training write it again", allow_missing=True)
 
 
 def monitor(history_csv, n_last: int = 10, watch: bool = False, interval: float = 5.0, stream=None) -> None:

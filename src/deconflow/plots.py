@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .errors import DeconflowError  # noqa: E402
+from .tables import read_table, to_numbers  # noqa: E402
 from .evaluation import pearson_r, wide_from_long  # noqa: E402
 from .io import atomic_path  # noqa: E402
 
@@ -147,12 +148,25 @@ def read_training_log(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise DeconflowError(path, "training log does not exist", _RERUN_TRAINING)
-    try:
-        history = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise DeconflowError(path, f"training log is not a readable CSV ({err})", _RERUN_TRAINING) from err
+    frame = read_table(path, "training log", _RERUN_TRAINING, header=True, min_columns=1)
+    history = to_numbers(frame, frame.columns, "training log", _RERUN_TRAINING, allow_missing=True)
     check_training_log(history, path)
     return history
+
+
+#: text columns of a long summary table (evaluate_model / evaluate_bulk); the others are numbers
+SUMMARY_TEXT_COLUMNS = ("sample_id", "cell_type")
+
+
+def read_summary(path: str | Path) -> pd.DataFrame:
+    """A ``summary_stats.csv`` read back: sample ids and cell-type labels stay text (cluster
+    numbers like ``0``, ``10`` included), ``true_proportion`` / ``predicted_proportion`` numbers."""
+    fix = "rerun the rule that wrote it (`snakemake --forcerun evaluate_model`)"
+    frame = read_table(path, "summary table", fix, header=True)
+    numeric = [c for c in frame.columns if c not in SUMMARY_TEXT_COLUMNS]
+    summary = pd.concat([frame[[c for c in frame.columns if c in SUMMARY_TEXT_COLUMNS]],
+                         to_numbers(frame, numeric, "summary table", fix)], axis=1)[list(frame.columns)]
+    return summary
 
 
 def training_curves_plot(history: pd.DataFrame, path: str | Path, title: str = "", source=None) -> None:

@@ -24,6 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .errors import DeconflowError
+from .tables import read_table
 from .genes import canonical_genes, pick_gene_column
 from .io import Reference, _check_unique
 
@@ -146,13 +147,7 @@ def read_label_table(labels_path, label_key: str, donor_key: str | None, matrix_
     fix_layout = f"give `labels` as a CSV/TSV with the barcode first (or a `barcode` column) and a `{label_key}` column"
     if not labels_path.exists():
         raise DeconflowError(labels_path, "label table does not exist", "check `labels` in the dataset config")
-    sep = "," if labels_path.name.lower().endswith((".csv", ".csv.gz")) else "\t"
-    try:
-        table = pd.read_csv(labels_path, sep=sep, dtype=str)
-    except pd.errors.EmptyDataError:
-        raise DeconflowError(labels_path, "label table is empty", fix_layout) from None
-    except Exception as exc:
-        raise DeconflowError(labels_path, f"label table cannot be parsed ({type(exc).__name__}: {exc})", fix_layout) from None
+    table = read_table(labels_path, "label table", fix_layout, header=True)
     barcode_column = "barcode" if "barcode" in table.columns else table.columns[0]
     if label_key not in table.columns or label_key == barcode_column:
         raise DeconflowError(labels_path, f"label column {label_key!r} not found in the label table (columns: {list(table.columns)[:10]})",

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DeconflowError
+from .tables import read_table
 
 SPLITS = ("train", "val", "test")
 
@@ -82,7 +83,7 @@ def split_cells(
 
 def read_split(path, reference_cell_ids) -> np.ndarray:
     """Split name per reference cell, in reference order (from split_reference's cells.tsv)."""
-    table = pd.read_csv(path, sep="\t", dtype={"cell_id": str})
+    table = read_table(path, "split table", "rerun `snakemake --forcerun split_reference`", header=True)
     mapping = pd.Series(table["split"].to_numpy(), index=table["cell_id"].to_numpy())
     missing = pd.Index(reference_cell_ids).difference(mapping.index)
     if len(missing):

@@ -260,7 +260,7 @@ def to_numbers(frame: pd.DataFrame, columns, what: str, fix: str, *, allow_missi
             value = block[name].iloc[row]
             line = f"line {lines[row]}" if lines is not None else f"row {row + 1}"
             problem = (f"{what}: empty value in column {name!r} at {line}" if value.strip() == "" else
-                       f"{what}: {value!r} in column {name!r} at {line} is not a number ({int(bad.sum())} such cells)")
+                       f"{what}: non-numeric value {value!r} in column {name!r} at {line} ({int(bad.sum())} such cells)")
             raise DeconflowError(path, problem, fix)
         out[name] = values.to_numpy(dtype=np.float64)
     if decimal_comma and not frame.attrs.get("decimal_comma"):

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DeconflowError
+from .tables import MISSING, read_numeric_table, read_table, to_numbers
 from .evaluation import PRESENCE_THRESHOLD, compute_metrics, long_table
 
 #: The name of a dataset's bulk given as a plain path (`bulk: PATH`).
@@ -55,25 +56,22 @@ def read_truth(path: str | Path, key: str = "truth") -> pd.DataFrame:
     fix_layout = f"give `{key}` as a TSV/CSV with one row per sample (sample id first) and one column per group"
     if not path.exists():
         raise DeconflowError(path, f"truth file given as `{key}` does not exist", f"check `{key}`")
-    sep = "," if path.name.lower().endswith((".csv", ".csv.gz")) else "\t"
-    try:
-        truth = pd.read_csv(path, sep=sep, index_col=0)
-    except pd.errors.EmptyDataError:
-        raise DeconflowError(path, f"truth file `{key}` is empty", fix_layout) from None
-    except Exception as exc:
-        raise DeconflowError(path, f"`{key}` cannot be parsed ({type(exc).__name__}: {exc})", fix_layout) from None
-    if truth.shape[0] == 0 or truth.shape[1] == 0:
+    frame = read_table(path, f"truth file `{key}`", fix_layout, header=True)
+    if frame.shape[0] == 0 or frame.shape[1] < 2:
         raise DeconflowError(path, f"`{key}` has no sample rows or no group columns", fix_layout)
-    truth.index = truth.index.astype(str)
-    truth.columns = truth.columns.astype(str)
-    for names, what in ((truth.index, "sample ids"), (truth.columns, "group columns")):
+    index = pd.Index(frame.iloc[:, 0].to_numpy(), dtype=str)
+    columns = pd.Index([str(c) for c in frame.columns[1:]])
+    for names, what in ((index, "sample ids"), (columns, "group columns")):
         if names.has_duplicates:
             raise DeconflowError(path, f"`{key}` has duplicate {what}: {names[names.duplicated()].unique()[:5].tolist()}",
                                  "give every sample one row and every group one column")
-    non_numeric = [c for c in truth.columns if not pd.api.types.is_numeric_dtype(truth[c])]
+    non_numeric = [c for c in frame.columns[1:] if pd.to_numeric(frame[c].str.replace(",", ".", regex=False), errors="coerce").isna().all()
+                   and not frame[c].isin(list(MISSING)).all()]
     if non_numeric:
         raise DeconflowError(path, f"`{key}` has non-numeric group columns {non_numeric[:5]}",
                              "keep only the sample id as the first column and fractions in the others")
+    truth = to_numbers(frame, frame.columns[1:], f"`{key}`", fix_layout, allow_missing=True)
+    truth.index, truth.columns = index, columns
     values = truth.to_numpy(dtype=np.float64)
     if not np.all(np.isfinite(values)):
         bad = truth.index[~np.isfinite(values).all(axis=1)].tolist()
@@ -166,8 +164,7 @@ def score_against_truth(proportions: pd.DataFrame, truth: pd.DataFrame, truth_gr
 def evaluate_bulk_file(proportions_path, truth_path, truth_groups: dict, bulk_path, key: str,
                        presence_threshold: float = PRESENCE_THRESHOLD) -> tuple[pd.DataFrame, dict]:
     """proportions.csv of one model on one bulk + its truth file -> (long summary, metrics)."""
-    proportions = pd.read_csv(proportions_path, index_col=0)
-    proportions.index = proportions.index.astype(str)
+    proportions = read_numeric_table(proportions_path, "proportions", "rerun `snakemake --forcerun deconvolve_bulk`")
     truth = read_truth(truth_path, key=f"{key}.truth")
     check_truth(truth, truth_groups, proportions.index, proportions.columns, truth_path, bulk_path, key)
     return score_against_truth(proportions, truth, truth_groups, presence_threshold)
