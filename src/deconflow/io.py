@@ -27,7 +27,7 @@ import scipy.sparse as sp
 
 from . import __version__
 from .errors import DeconflowError, StaleDataError
-from .tables import read_numeric_table, read_table, to_numbers
+from .tables import non_numeric_columns, read_numeric_table, read_table, to_numbers
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def read_bulk_table(path, allow_missing: bool = False) -> pd.DataFrame:
         raise DeconflowError(path, "bulk file has no data rows", BULK_FIX)
     if has_header:
         _check_unique(frame.columns[1:], "sample ids", path, "give every sample column a unique name")
-        non_numeric = [c for c in frame.columns[1:] if not _numeric_column(frame[c], allow_missing)]
+        non_numeric = non_numeric_columns(frame, frame.columns[1:])
         if non_numeric:
             raise DeconflowError(path, f"non-numeric sample columns {non_numeric[:5]}",
                                  "keep only the feature id as the first column and numeric values in the others")
@@ -213,13 +213,6 @@ def read_bulk_table(path, allow_missing: bool = False) -> pd.DataFrame:
                  path, ", ".join(df.columns[:5]))
     df.attrs.update(frame.attrs)
     return df
-
-
-def _numeric_column(column: pd.Series, allow_missing: bool) -> bool:
-    text = column.str.strip()
-    values = pd.to_numeric(text.str.replace(",", ".", regex=False), errors="coerce")
-    ok = values.notna() | text.isin(["nan", "NaN", "NA", ""] if allow_missing else ["nan", "NaN"])
-    return bool(ok.mean() >= 0.5)
 
 
 def file_stem(path) -> str:

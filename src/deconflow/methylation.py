@@ -59,6 +59,7 @@ import pandas as pd
 
 from .errors import DeconflowError
 from .io import _check_unique, file_checksum, write_mixtures, write_table
+from .tables import non_numeric_columns, read_numeric_table, read_table, to_numbers
 
 NANOMIX_PACKAGE = "nanomix==0.2.0"
 NANOMIX_ATLAS_MEMBER = "nanomix/tests/test_data/39Bisulfite.tsv"
@@ -112,17 +113,21 @@ def read_atlas(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise DeconflowError(path, "atlas file does not exist", "check `atlas` in the dataset config")
-    sep = "," if path.name.lower().endswith((".csv", ".csv.gz")) else "\t"
-    try:
-        table = pd.read_csv(path, sep=sep)
-    except Exception as exc:
-        raise DeconflowError(path, f"cannot be parsed ({type(exc).__name__}: {exc})", "give a TSV of regions x cell types with a header row") from None
+    fix = "give a TSV of regions x cell types with a header row"
+    table = read_table(path, "atlas", fix, header=True)
     lower = [str(c).lower() for c in table.columns[:3]]
     if lower == ["chr", "start", "end"]:
-        ids = table.iloc[:, 0].astype(str) + ":" + table.iloc[:, 1].astype(str) + "-" + table.iloc[:, 2].astype(str)
-        atlas = table.iloc[:, 3:].set_axis(pd.Index(ids, name="region"), axis=0)
+        ids = table.iloc[:, 0] + ":" + table.iloc[:, 1].str.strip() + "-" + table.iloc[:, 2].str.strip()
+        value_columns = table.columns[3:]
     else:
-        atlas = table.set_index(table.columns[0])
+        ids = table.iloc[:, 0]
+        value_columns = table.columns[1:]
+    non_numeric = non_numeric_columns(table, value_columns)
+    if non_numeric:
+        raise DeconflowError(path, f"non-numeric cell-type columns {non_numeric[:5]}",
+                             "keep only the region id as the first column (e.g. chr1:100-200) and beta values in the others")
+    atlas = to_numbers(table, value_columns, "atlas", fix, allow_missing=True)
+    atlas.index = pd.Index(ids.to_numpy(), dtype=str, name="region")
     return _validate_atlas(atlas, path)
 
 
@@ -137,8 +142,8 @@ def atlas_from_counts(methylated_path: str | Path, total_path: str | Path, min_c
         path = Path(path)
         if not path.exists():
             raise DeconflowError(path, "read-count file does not exist", "check `atlas_methylated` / `atlas_total` in the dataset config")
-        sep = "," if path.name.lower().endswith((".csv", ".csv.gz")) else "\t"
-        tables.append(pd.read_csv(path, sep=sep, index_col=0))
+        tables.append(read_numeric_table(path, "read-count table", "give a regions x cell types table of read counts with a header row",
+                                         allow_missing=True))
     methylated, total = tables
     if not (methylated.index.equals(total.index) and methylated.columns.equals(total.columns)):
         raise DeconflowError(methylated_path, "methylated and total read tables have different regions or cell types", "write both tables with the same rows and columns in the same order")

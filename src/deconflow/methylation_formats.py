@@ -91,6 +91,48 @@ def _open_first_line(path: Path) -> str:
     return ""
 
 
+def _first_lines(path: Path, n: int = 5) -> list[str]:
+    import gzip
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    lines: list[str] = []
+    try:
+        with opener(path, "rt") as handle:
+            for line in handle:
+                if line.strip() and not line.startswith("track"):
+                    lines.append(line.rstrip("\r\n"))
+                if len(lines) >= n:
+                    break
+    except (OSError, UnicodeDecodeError, EOFError):
+        return []
+    return lines
+
+
+_COV_FIX = ("give the coverage file bismark_methylation_extractor writes with --bedGraph (<sample>.bismark.cov.gz: "
+            "chrom, start, end, percent, methylated, unmethylated), or MethylDackel extract's default <sample>_CpG.bedGraph")
+
+
+def other_call_layout(lines: list[str]) -> tuple[str, str] | None:
+    """(name, fix) when the first lines are of another Bismark / MethylDackel output than the
+    coverage file and the default bedGraph; None otherwise."""
+    if not lines:
+        return None
+    if lines[0].startswith("Bismark methylation extractor"):
+        return ("Bismark methylation extractor per-read call file (CpG_context_*.txt: read id, strand, chromosome, "
+                "position, z/Z)", _COV_FIX)
+    fields = lines[0].split("\t")
+    if fields[:4] == ["chrBase", "chr", "base", "strand"]:
+        return ("methylKit file (MethylDackel extract --methylKit: chrBase, chr, base, strand, coverage, freqC, freqT)",
+                "run MethylDackel extract without --methylKit and give its <sample>_CpG.bedGraph")
+    rows = [line.split("\t") for line in lines]
+    if all(len(r) == 7 and r[2] in ("+", "-") and r[5] in ("CG", "CHG", "CHH") for r in rows):
+        return ("cytosine report (Bismark coverage2cytosine / MethylDackel --cytosine_report: chromosome, position, strand, "
+                "methylated, unmethylated, context, trinucleotide)", _COV_FIX)
+    if all(len(r) == 5 and r[1] in ("+", "-") and r[4] in ("z", "Z", "x", "X", "h", "H") for r in rows):
+        return ("Bismark methylation extractor per-read call file (read id, strand, chromosome, position, z/Z)", _COV_FIX)
+    return None
+
+
 def calls_format(path, requested: str | None = None) -> str | None:
     """The methylation-call format of ``path`` (``bismark`` / ``methyldackel``), or None for
     a plain table. ``requested`` (``auto``/None, ``table``, or a format) wins over detection."""
@@ -124,6 +166,11 @@ def read_methylation_calls(path, fmt: str) -> MethylationCalls:
     )
     if not path.exists():
         raise DeconflowError(path, "methylation call file does not exist", "check `bulk` in the dataset config (or --bulk)")
+    other = other_call_layout(_first_lines(path))
+    if other is not None:
+        name, which = other
+        raise DeconflowError(path, f"this is a {name}, not the {fmt} {'coverage file' if fmt == 'bismark' else 'bedGraph'} "
+                                   f"deconflow reads ({COLUMNS})", which)
     skip = 1 if _open_first_line(path).startswith("track") else 0
     try:
         table = pd.read_csv(path, sep="\t", header=None, skiprows=skip, comment="#", dtype={0: "category"}, low_memory=False)

@@ -270,6 +270,18 @@ def to_numbers(frame: pd.DataFrame, columns, what: str, fix: str, *, allow_missi
     return pd.DataFrame(out, index=frame.index)
 
 
+def non_numeric_columns(frame: pd.DataFrame, columns) -> list[str]:
+    """The ``columns`` of a string table of which fewer than half the non-missing cells are
+    numbers (a text column such as ``gene_name``, as opposed to a stray bad cell)."""
+    bad = []
+    for name in columns:
+        text = frame[name].str.strip()
+        text = text[~text.isin(MISSING)]
+        if len(text) and pd.to_numeric(text.str.replace(",", ".", regex=False), errors="coerce").notna().mean() < 0.5:
+            bad.append(str(name))
+    return bad
+
+
 def read_numeric_table(path, what: str = "table", fix: str = "give a tab- or comma-separated table with a header row",
                        *, header: bool | None = True, comment: str | None = None, allow_missing: bool = False,
                        min_columns: int = 2) -> pd.DataFrame:
