@@ -35,6 +35,7 @@ def _bulk_settings(args) -> dict:
     return {
         "bulk_format": args.format,
         "quantity": args.quantity,
+        "strand": args.strand,
         "gene_table": gene_table or None,
         "reference": args.reference,
         "gene_column": args.gene_column,
@@ -74,12 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="checkpoint_best.pt of any deconflow model")
     p.add_argument("--bulk", required=True, nargs="+",
                    help="bulk file(s) or a glob: features x samples TSV/CSV, h5ad (samples x features), featureCounts "
-                        "output, salmon quant.sf / quant.genes.sf, RSEM *.genes.results (one per sample), or a folder of them; "
+                        "output, nf-core/rnaseq merged tables, salmon quant.sf / quant.genes.sf, kallisto abundance.tsv/.h5, "
+                        "RSEM *.genes.results, htseq-count files, STAR ReadsPerGene.out.tab (one per sample), or a folder of them; "
                         "methylation: one or more per-sample Bismark .cov(.gz) / MethylDackel .bedGraph files")
-    p.add_argument("--format", choices=["table", "h5ad", "featurecounts", "salmon", "rsem", "bismark", "methyldackel"],
+    p.add_argument("--format", choices=["table", "h5ad", "featurecounts", "nfcore", "salmon", "kallisto", "rsem", "htseq", "star",
+                                           "bismark", "methyldackel"],
                    default=None, help="bulk format (default: detected from the file name / content)")
     p.add_argument("--quantity", choices=["counts", "tpm"], default="counts",
-                   help="salmon/RSEM column: counts (NumReads / expected_count, default) or tpm")
+                   help="salmon/kallisto/RSEM column: counts (NumReads / est_counts / expected_count, default) or tpm")
+    p.add_argument("--strand", choices=["unstranded", "forward", "reverse"], default=None,
+                   help="STAR ReadsPerGene.out.tab column (default: the one with most counts, logged)")
     p.add_argument("--gene-table", default=None,
                    help=f"gene table (ensembl_id, symbol) to match Ensembl IDs and symbols (default: {DEFAULT_GENE_TABLE} if it exists; '' for none)")
     p.add_argument("--reference", default=None, help="the model's reference, to match genes by its own Ensembl IDs (10x, h5ad with gene_ids)")

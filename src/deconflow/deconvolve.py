@@ -151,7 +151,7 @@ def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bu
     RNA models: ``bulk_path`` is a path, glob, folder or list in any format of
     ``deconflow.bulk_formats``; ``rna_settings`` are the other keyword arguments of
     :func:`read_rna_bulk_for_model` (``quantity``, ``gene_table``, ``reference``, ``gene_column``,
-    ``counts_layer``, ``tx2gene``). Methylation models: one regions x samples betas table, or one
+    ``counts_layer``, ``tx2gene``, ``strand``). Methylation models: one regions x samples betas table, or one
     or more per-sample Bismark / MethylDackel call files (paths, globs or a list), aggregated into
     the atlas regions with their read counts. ``bulk_format`` overrides detection in both.
     ``cell_mrna`` (RNA only): a table of the bulk's mRNA content per cell of each type; the

@@ -27,11 +27,11 @@ SINGLE_BULK_NAME = "bulk"
 
 
 def named_bulks(bulk_setting) -> dict[str, dict]:
-    """A dataset's ``bulk`` config as ``{name: {"path", "truth", "truth_groups"[, "format", "quantity", "tx2gene", "cell_mrna"]}}``.
+    """A dataset's ``bulk`` config as ``{name: {"path", "truth", "truth_groups"[, "format", "quantity", "strand", "tx2gene", "cell_mrna"]}}``.
 
     ``None`` -> no bulk; a path (or a list) -> one bulk named ``SINGLE_BULK_NAME`` without truth.
     ``path`` may be a list of paths or globs (per-sample files: salmon, RSEM, methylation calls);
-    ``format``, ``quantity``, ``tx2gene`` and ``cell_mrna`` are kept when given.
+    ``format``, ``quantity``, ``strand``, ``tx2gene`` and ``cell_mrna`` are kept when given.
     """
     if not bulk_setting:
         return {}
@@ -43,7 +43,7 @@ def named_bulks(bulk_setting) -> dict[str, dict]:
             "truth": entry.get("truth"),
             "truth_groups": dict(entry.get("truth_groups") or {}),
             # how to read it (deconflow.bulk_formats): format, quantity, tx2gene; its mRNA per cell
-            **{key: entry[key] for key in ("format", "quantity", "tx2gene", "cell_mrna") if entry.get(key) is not None},
+            **{key: entry[key] for key in ("format", "quantity", "strand", "tx2gene", "cell_mrna") if entry.get(key) is not None},
         }
         for name, entry in bulk_setting.items()
     }

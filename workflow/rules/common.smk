@@ -159,11 +159,12 @@ def deconvolution_inputs(wildcards):
 
 
 def bulk_settings(wildcards):
-    """How to read the bulk (format, quantity) and the reference's gene identifiers."""
+    """How to read the bulk (format, quantity, STAR strand) and the reference's gene identifiers."""
     entry, ds = bulk_entry(wildcards), dataset_config(wildcards)
     return {
         "bulk_format": entry.get("format"),
         "quantity": entry.get("quantity", "counts"),
+        "strand": entry.get("strand"),
         "gene_column": ds.get("gene_column"),
         "counts_layer": ds.get("counts_layer"),
     }
