@@ -57,7 +57,7 @@ import pandas as pd
 from .errors import DeconflowError
 from .genes import ENSEMBL_GENE, ENSEMBL_TRANSCRIPT, strip_version
 from .io import _check_finite, _check_unique, check_feature_ids, file_stem, read_bulk
-from .tables import read_table, to_numbers
+from .tables import looks_like_id_header, read_table, to_numbers
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,8 @@ def detect_format(path) -> str:
     if fields[0] in STAR_SUMMARY_ROWS and len(fields) == 4:
         return "star"
     rest = fields[1:]
-    if rest and all(f.strip().isdigit() for f in rest) and not fields[0].strip().lstrip("-").isdigit():
+    if (rest and all(f.strip().isdigit() for f in rest) and not fields[0].strip().lstrip("-").isdigit()
+            and not looks_like_id_header(fields[0])):
         return "htseq"  # no header: a gene id, then integer counts
     return "table"
 

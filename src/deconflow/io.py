@@ -175,6 +175,11 @@ def check_feature_ids(ids, path, what: str = "feature (gene/region) ids") -> Non
     such, since summing them would add two different genes."""
     ids = pd.Index(ids)
     if not ids.has_duplicates:
+        dates = spreadsheet_dates(ids)
+        if dates:
+            log.warning("%s: %d gene ids are dates a spreadsheet made of gene symbols (%s; e.g. MARCH1 -> 1-Mar, SEPT2 -> 2-Sep): "
+                        "they match no gene; export the table without opening it in a spreadsheet to keep them",
+                        path, len(dates), ", ".join(dates[:5]))
         return
     duplicated = ids[ids.duplicated()].unique().tolist()
     dates = spreadsheet_dates(duplicated)

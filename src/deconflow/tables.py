@@ -175,7 +175,7 @@ def read_table(path, what: str = "table", fix: str = "give a tab- or comma-separ
         where = f"line {quote_line}" if quote_line is not None else "a line"
         raise DeconflowError(path, f"{len(kept)} lines but {len(frame)} rows: at {where} a `\"` opens a quoted field "
                                    "that runs over the following lines", 'remove the stray `"` (or save the table tab-separated)')
-    if sep == "\t":
+    if sep == "\t" and '"' in text:
         frame = _unquote_tab_fields(frame, numbers, path)
     # a separator at the end of every line leaves an empty last column
     while frame.shape[1] > 1 and (frame.iloc[:, -1] == "").all():
@@ -189,7 +189,8 @@ def read_table(path, what: str = "table", fix: str = "give a tab- or comma-separ
         if short is not None:
             raise DeconflowError(path, f"line {numbers[short]} has {_count_outside_quotes(kept[short], sep) + 1} fields, "
                                        f"the others {width}", fix)
-    has_header = bool(header) if header is not None else not _looks_numeric_row(frame.iloc[0, 1:].tolist())
+    has_header = bool(header) if header is not None else (
+        looks_like_id_header(frame.iloc[0, 0]) or not _looks_numeric_row(frame.iloc[0, 1:].tolist()))
     if has_header:
         names = frame.iloc[0].tolist()
         frame = frame.iloc[1:].reset_index(drop=True)
@@ -200,6 +201,18 @@ def read_table(path, what: str = "table", fix: str = "give a tab- or comma-separ
         row_lines = np.asarray(numbers)
     frame.attrs.update(path=str(path), sep=sep, has_header=has_header, lines=row_lines, decimal_comma=False)
     return frame
+
+
+#: names of an id column: a first row starting with one is a header even when the sample names are numbers
+ID_HEADERS = frozenset({"", "gene", "genes", "gene_id", "geneid", "gene_ids", "gene_name", "gene_symbol", "symbol", "symbols",
+                        "id", "ids", "ensembl", "ensembl_id", "ensembl_gene_id", "feature", "features", "feature_id", "region",
+                        "regions", "name", "target_id", "transcript_id", "tx", "sample", "sample_id", "samples", "cell_type",
+                        "barcode", "row.names", "rownames", "unnamed: 0", "x", "#"})
+
+
+def looks_like_id_header(first_field: str) -> bool:
+    """True for the usual names of an identifier column (``gene``, ``gene_id``, ``Geneid``...)."""
+    return str(first_field).strip().strip('"').lower() in ID_HEADERS
 
 
 def _looks_numeric_row(cells) -> bool:
@@ -217,7 +230,9 @@ def _unquote_tab_fields(frame: pd.DataFrame, numbers: list[int], path: Path) -> 
         wrapped = column.str.len().ge(2) & column.str.startswith('"') & column.str.endswith('"')
         column = column.where(~wrapped, column.str[1:-1].str.replace('""', '"', regex=False))
         stray = column.str.startswith('"') | column.str.endswith('"')
-        if position == 0 or stray.iloc[:1].any():
+        if position > 0:  # in value columns only the header cell is an identifier
+            stray = stray & (np.arange(len(stray)) == 0)
+        if stray.any():
             stray_rows = np.flatnonzero(stray.to_numpy())
             if len(stray_rows):
                 first = stray_rows[0]
@@ -241,6 +256,12 @@ def to_numbers(frame: pd.DataFrame, columns, what: str, fix: str, *, allow_missi
     block = frame.loc[:, list(columns)]
     if block.shape[1] == 0:
         return pd.DataFrame(index=frame.index, dtype=np.float64)
+    try:  # the common case, every cell a number with a decimal point: one conversion
+        fast = block.to_numpy(dtype=object).astype(np.float64)
+    except (ValueError, TypeError):
+        fast = None
+    if fast is not None:
+        return pd.DataFrame(fast, index=frame.index, columns=block.columns)
     stacked = block.to_numpy(dtype=object).ravel()
     sample = [str(c).strip() for c in stacked[:: max(1, len(stacked) // 20000)]]
     decimal_comma = (frame.attrs.get("sep") != "," and any(_DECIMAL_COMMA.match(c) for c in sample)
@@ -271,11 +292,14 @@ def to_numbers(frame: pd.DataFrame, columns, what: str, fix: str, *, allow_missi
 
 
 def non_numeric_columns(frame: pd.DataFrame, columns) -> list[str]:
-    """The ``columns`` of a string table of which fewer than half the non-missing cells are
-    numbers (a text column such as ``gene_name``, as opposed to a stray bad cell)."""
+    """The ``columns`` of a string table of which fewer than half the non-missing cells (of the
+    first 2,000 rows) are numbers (a text column such as ``gene_name``, as opposed to a stray bad cell)."""
     bad = []
+    head = frame.iloc[:2000]
     for name in columns:
-        text = frame[name].str.strip()
+        if pd.api.types.is_numeric_dtype(head[name]):
+            continue
+        text = head[name].str.strip()
         text = text[~text.isin(MISSING)]
         if len(text) and pd.to_numeric(text.str.replace(",", ".", regex=False), errors="coerce").notna().mean() < 0.5:
             bad.append(str(name))

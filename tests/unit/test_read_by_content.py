@@ -305,3 +305,17 @@ def test_star_reads_per_gene_drops_summary_rows_and_picks_the_strand(tmp_path, c
     assert "strand column unstranded" in caplog.text and "set `strand` to choose" in caplog.text
     reverse, _ = read_rna_bulk(pattern, strand="reverse")
     np.testing.assert_array_equal(reverse.to_numpy(), counts.to_numpy())
+
+
+def test_numeric_sample_names_under_an_id_header_stay_a_header(tmp_path):
+    path = tmp_path / "bulk.tsv"
+    path.write_text("gene\t1\t2\nA1BG\t5\t6\nCD8A\t7\t8\n")
+    bulk, fmt = read_rna_bulk(str(path))
+    assert fmt == "table" and bulk.columns.tolist() == ["1", "2"] and bulk.index.tolist() == ["A1BG", "CD8A"]
+
+
+def test_unique_spreadsheet_dates_are_logged(tmp_path, caplog):
+    path = tmp_path / "bulk.tsv"
+    path.write_text("gene\tS1\nA1BG\t1\n1-Mar\t5\n2-Sep\t3\nCD8A\t9\n")
+    assert read_bulk(path).shape == (4, 1)
+    assert "2 gene ids are dates a spreadsheet made of gene symbols (1-Mar, 2-Sep" in caplog.text
