@@ -13,8 +13,9 @@ Bulk tables, measured fractions (``truth``), label tables, gene tables, ``tx2gen
   are CSV quoting, and a quoted field running over a line end is an error naming that line;
 * **header**: with ``header=None`` a first row whose fields after the first are all numbers is
   data (htseq-count files, headerless matrices), reported in ``attrs["has_header"]``;
-* **decimal commas** (``12,5`` in semicolon or tab tables from a European spreadsheet) are
-  recognised by :func:`to_numbers` and logged;
+* **decimal commas** (``12,5`` from a European spreadsheet: semicolon or tab tables, or quoted
+  cells of a comma-separated one) are recognised by :func:`to_numbers` when the table has no dot
+  decimals, and logged;
 * **identifiers stay text**: every cell is read as a string; numbers are parsed only in the
   columns a caller names, and a cell that is not a number is an error naming file, line, column
   and value;
@@ -247,8 +248,8 @@ def _unquote_tab_fields(frame: pd.DataFrame, numbers: list[int], path: Path) -> 
 def to_numbers(frame: pd.DataFrame, columns, what: str, fix: str, *, allow_missing: bool = False) -> pd.DataFrame:
     """``frame[columns]`` (strings from :func:`read_table`) as float64.
 
-    Decimal commas (``12,5``) are read as decimal points when the table has no dot decimals (and is
-    not comma-separated); this is logged once. ``allow_missing`` turns empty/NA cells into NaN;
+    Decimal commas (``12,5``) are read as decimal points when the table has no dot decimals; this
+    is logged once. ``allow_missing`` turns empty/NA cells into NaN;
     otherwise they, and any cell that is not a number, are an error naming line, column and value.
     """
     path = frame.attrs.get("path")
@@ -264,8 +265,8 @@ def to_numbers(frame: pd.DataFrame, columns, what: str, fix: str, *, allow_missi
         return pd.DataFrame(fast, index=frame.index, columns=block.columns)
     stacked = block.to_numpy(dtype=object).ravel()
     sample = [str(c).strip() for c in stacked[:: max(1, len(stacked) // 20000)]]
-    decimal_comma = (frame.attrs.get("sep") != "," and any(_DECIMAL_COMMA.match(c) for c in sample)
-                     and not any(_DOT_DECIMAL.match(c) for c in sample))
+    # (in a comma-separated file a cell holds a comma only inside quotes: "1,5" is unambiguous too)
+    decimal_comma = any(_DECIMAL_COMMA.match(c) for c in sample) and not any(_DOT_DECIMAL.match(c) for c in sample)
     out = {}
     for name in block.columns:
         text = block[name].str.strip()

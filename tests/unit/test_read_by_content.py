@@ -175,7 +175,9 @@ def test_separator_and_decimal_commas_come_from_the_content(tmp_path, caplog):
     tabs.write_text("gene\tS1\tS2\nA1BG\t1.5\t4\nCD8A\t20.25\t0.5\nMS4A1\t300\t6.75\n")
     commas = tmp_path / "commas.tsv"
     commas.write_text("gene,S1,S2\nA1BG,1.5,4\nCD8A,20.25,0.5\nMS4A1,300,6.75\n")
-    for path in (semicolon, tabs, commas):
+    quoted = tmp_path / "quoted.csv"  # comma-separated, decimal commas in quotes
+    quoted.write_text('"gene","S1","S2"\n"A1BG","1,5","4"\n"CD8A","20,25","0,5"\n"MS4A1","300","6,75"\n')
+    for path in (semicolon, tabs, commas, quoted):
         pd.testing.assert_frame_equal(read_bulk(path), reference, check_names=False)
     assert "bulk.csv: decimal commas (e.g. 1,5) read as decimal points" in caplog.text
     assert "separated by tabs although the name ends in .csv" in caplog.text
