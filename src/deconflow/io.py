@@ -156,7 +156,7 @@ def write_reference_h5ad(
 
 
 # --------------------------------------------------------------------------- bulk
-BULK_FIX = "give a features x samples table: feature ids in the first column, one numeric column per sample, a header row"
+BULK_FIX = "give a features x samples table with a header row: feature ids in the first column, one numeric column per sample"
 
 #: a spreadsheet's date made of a gene symbol (MARCH1 -> 1-Mar, SEPT2 -> 2-Sep, DEC1 -> 1-Dec)
 SPREADSHEET_DATE = re.compile(r"^(\d{1,2}-(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)|"

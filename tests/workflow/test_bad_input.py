@@ -347,7 +347,7 @@ CASES = [
     Case("bulk-log-scaled", "deconvolve", "bulk.tsv", bulk(lambda df: np.log2(df + 1)),
          ("look log-scaled", "undo the log transform")),
     Case("bulk-negative", "deconvolve", "bulk.tsv", bulk(_values((4, 1, -3.0))),
-         ("negative", "give raw counts, TPM or CPM")),
+         ("1 negative values (min -3, first at gene", "give uncorrected counts, TPM or CPM")),
     Case("bulk-nan-and-inf", "deconvolve", "bulk.tsv", bulk(_values((2, 0, np.nan), (5, 2, np.inf))),
          ("2 NaN/inf values in the bulk matrix", "remove or impute")),
     Case("bulk-duplicate-genes", "deconvolve", "bulk.tsv", bulk(_duplicate_gene_row),
