@@ -68,7 +68,7 @@ def training_seconds_per_epoch(results: Path) -> list[tuple[str, float, int]]:
 
 
 #: what a runnable project copy needs (the workflow tests copy the same items)
-PROJECT_ITEMS = ("Snakefile", "workflow", "config", "profiles", "src", "envs")
+PROJECT_ITEMS = ("Snakefile", "workflow", "config", "profiles", "src", "envs", "data")
 
 
 def copy_project(source: Path, dest: Path, resources: Path | None = None) -> Path:
@@ -76,6 +76,8 @@ def copy_project(source: Path, dest: Path, resources: Path | None = None) -> Pat
     dest.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_ITEMS:
         src = source / name
+        if not src.exists():  # data/: bulks shipped with the project (absent in older checkouts)
+            continue
         if src.is_dir():
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
