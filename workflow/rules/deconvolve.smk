@@ -9,6 +9,8 @@ rule deconvolve_bulk:
         code=DECONVOLUTION_CODE,
     output:
         proportions="results/{dataset}/deconvolution/{bulk}/{model}/proportions.csv",
+    wildcard_constraints:
+        model=alternatives(MODELS),
     log:
         "logs/{dataset}/deconvolve_bulk/{bulk}/{model}.log",
     conda:

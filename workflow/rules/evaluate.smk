@@ -9,6 +9,8 @@ rule evaluate_model:
     output:
         summary="results/{dataset}/evaluation/{model}/summary_stats.csv",
         metrics="results/{dataset}/evaluation/{model}/metrics.json",
+    wildcard_constraints:
+        model=alternatives(MODELS),
     log:
         "logs/{dataset}/evaluate_model/{model}.log",
     benchmark:
@@ -39,5 +41,6 @@ rule compare_models:
         "../../envs/deconflow.yaml"
     params:
         models=comparison_models,
+        kinds=comparison_kinds,
     script:
         "../scripts/compare_models.py"
