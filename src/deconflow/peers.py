@@ -319,6 +319,26 @@ def to_cell_fractions(raw: pd.DataFrame, name: str, cell_types, library_size=Non
     return pd.DataFrame(values, index=pd.Index(raw.index, name="sample_id"), columns=cell_types)
 
 
+def train_pool_cells(reference_path, split_path=None, label_key: str = "cell_type", counts_layer: str | None = None,
+                     labels: str | None = None, gene_column: str | None = None):
+    """The reference cells a pipeline run gives the peers, as an AnnData for :func:`run_peer`:
+    raw counts (``.X``, CSR) and ``obs['cell_type']``; with ``split_path`` (a run's
+    ``results/{dataset}/split/cells.tsv``) only the train pool, as in the pipeline."""
+    import anndata as ad
+
+    from .io import read_reference
+    from .split import read_split
+
+    reference = read_reference(reference_path, label_key, counts_layer, labels=labels, gene_column=gene_column)
+    keep = np.ones(len(reference.cell_ids), dtype=bool)
+    if split_path is not None:
+        keep = read_split(split_path, reference.cell_ids) == "train"
+    return ad.AnnData(X=sp.csr_matrix(reference.counts[keep]),
+                      obs=pd.DataFrame({LABEL_COLUMN: reference.labels[keep].astype(str)},
+                                       index=pd.Index(reference.cell_ids[keep].astype(str))),
+                      var=pd.DataFrame(index=pd.Index(reference.genes.astype(str))))
+
+
 # --------------------------------------------------------------------------- the peer scripts
 def peer_command(name: str, python: str | Path, step: str, *args: str) -> list[str]:
     """Command line of a peer script step (``signature`` or ``deconvolve``) under ``python``."""

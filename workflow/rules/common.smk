@@ -55,10 +55,15 @@ def dataset_peers(dataset):
 PEERS = list(dict.fromkeys(p for d in DATASETS for p in dataset_peers(d)))
 unknown_peers = [p for p in PEERS if p not in PEER_SPECS]
 if unknown_peers:
-    _fail(f"unknown peer(s) {unknown_peers} in `peers`", f"use any of {sorted(PEER_SPECS)}")
+    _fail(
+        f"unknown peer(s) {unknown_peers} in `peers`",
+        f"use any of {sorted(PEER_SPECS)}",
+    )
 clashing = sorted(set(PEERS) & set(MODELS))
 if clashing:
-    _fail(f"{clashing} are both models and peers", "list each name in `models` or `peers`")
+    _fail(
+        f"{clashing} are both models and peers", "list each name in `models` or `peers`"
+    )
 
 
 def datasets_of(modality):
@@ -446,7 +451,9 @@ def peer_settings(wildcards):
     """JSON keyword arguments for the peer's public function (config `peer_settings.<peer>`)."""
     import json
 
-    return json.dumps(config.get("peer_settings", {}).get(wildcards.peer, {}), sort_keys=True)
+    return json.dumps(
+        config.get("peer_settings", {}).get(wildcards.peer, {}), sort_keys=True
+    )
 
 
 def peer_targets(dataset):
@@ -460,6 +467,14 @@ def peer_reference_input(wildcards):
     if PEER_SPECS[wildcards.peer].reference == "cells":
         return f"results/{wildcards.dataset}/peers/{wildcards.peer}/signature.pkl"
     return f"results/{wildcards.dataset}/signature/signature.tsv"
+
+
+def peer_bulk_inputs(wildcards):
+    """What matching a bulk's genes to the reference reads (as deconvolve_bulk, without the
+    bulk's `cell_mrna`, which only the conversion of the peer's output reads)."""
+    return {
+        k: v for k, v in deconvolution_inputs(wildcards).items() if k != "cell_mrna"
+    }
 
 
 def peer_reference_genes_inputs(wildcards):

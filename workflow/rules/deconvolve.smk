@@ -9,10 +9,10 @@ rule deconvolve_bulk:
         code=DECONVOLUTION_CODE,
     output:
         proportions="results/{dataset}/deconvolution/{bulk}/{model}/proportions.csv",
-    wildcard_constraints:
-        model=alternatives(MODELS),
     log:
         "logs/{dataset}/deconvolve_bulk/{bulk}/{model}.log",
+    wildcard_constraints:
+        model=alternatives(MODELS),
     conda:
         "../../envs/deconflow.yaml"
     params:

@@ -9,12 +9,12 @@ rule evaluate_model:
     output:
         summary="results/{dataset}/evaluation/{model}/summary_stats.csv",
         metrics="results/{dataset}/evaluation/{model}/metrics.json",
-    wildcard_constraints:
-        model=alternatives(MODELS),
     log:
         "logs/{dataset}/evaluate_model/{model}.log",
     benchmark:
         "benchmarks/{dataset}/evaluate_model/{model}.tsv"
+    wildcard_constraints:
+        model=alternatives(MODELS),
     conda:
         "../../envs/deconflow.yaml"
     params:

@@ -22,8 +22,6 @@ rule peer_env:
         "benchmarks/peers/peer_env/{peer}.tsv"
     conda:
         "../../envs/deconflow.yaml"
-    params:
-        env_dir=PEER_ENV_DIR,
     script:
         "../scripts/build_peer_env.py"
 
@@ -45,10 +43,9 @@ rule peer_test_input:
 
 rule peer_bulk_input:
     input:
-        unpack(deconvolution_inputs),
+        unpack(peer_bulk_inputs),
         bulk=bulk_file,
-        split="results/{dataset}/split/cells.tsv",
-        code=library_files("peers", "bulk_formats", "genes", *READER_CODE),
+        code=library_files("peers", "bulk_formats", "genes", "normalize", *READER_CODE),
     output:
         bulk="results/{dataset}/peers/inputs/bulk_{bulk}.h5ad",
     log:
@@ -97,9 +94,9 @@ rule peer_signature:
         "benchmarks/{dataset}/peer_signature/{peer}.tsv"
     wildcard_constraints:
         peer=alternatives([p for p in PEERS if PEER_SPECS[p].reference == "cells"]),
-    threads: 2
     conda:
         "../../envs/peers/{peer}.yaml"
+    threads: 2
     params:
         python=peer_python,
         settings=peer_settings,
@@ -123,9 +120,9 @@ rule peer_deconvolve:
         "benchmarks/{dataset}/peer_deconvolve/{peer}/{target}.tsv"
     wildcard_constraints:
         target=f"{PEER_TARGET_TEST}|bulk_({alternatives(BULKS)})",
-    threads: 2
     conda:
         "../../envs/peers/{peer}.yaml"
+    threads: 2
     params:
         python=peer_python,
         settings=peer_settings,
