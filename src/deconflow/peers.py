@@ -419,3 +419,31 @@ def run_peer(name: str, reference, bulk, out_csv: str | Path, *, label_key: str 
         shutil.rmtree(work)
     write_table(proportions, out_csv)
     return proportions
+
+
+def main(argv=None) -> int:
+    """``python -m deconflow.peers build-env PEER PINS ENV_DIR [--log LOG]`` (rule peer_env)."""
+    import argparse
+    import time
+
+    from .logs import script_logging
+
+    parser = argparse.ArgumentParser(prog="python -m deconflow.peers", description="Build a peer's venv from its exact pins.")
+    parser.add_argument("command", choices=["build-env"])
+    parser.add_argument("peer", choices=sorted(PEERS))
+    parser.add_argument("pins")
+    parser.add_argument("env_dir")
+    parser.add_argument("--log", help="this step's log; pip's output goes to LOG.pip")
+    args = parser.parse_args(argv)
+    with script_logging(args.log) as logger:
+        start = time.monotonic()
+        pip_log = f"{args.log}.pip" if args.log else None
+        logger.info("building the venv of peer %s from %s in %s (pip output: %s)", args.peer, args.pins,
+                    env_root(args.env_dir, args.peer) / "venv", pip_log or env_root(args.env_dir, args.peer) / "build.log")
+        build_env(args.peer, args.pins, args.env_dir, log_path=pip_log)
+        logger.info("environment of peer %s built in %.0f s", args.peer, time.monotonic() - start)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

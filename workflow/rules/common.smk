@@ -435,6 +435,11 @@ def peer_env_stamp(peer):
     return f"{PEER_ENV_DIR}/{peer}/installed.txt"
 
 
+def env_dir_of_stamp(wildcards, output):
+    """<peer_env_dir> of a peer's stamp <peer_env_dir>/<peer>/installed.txt."""
+    return str(Path(output.stamp).parent.parent)
+
+
 def peer_env_input(wildcards):
     """The peer's venv (its stamp file), unless conda provides the environment."""
     return [] if uses_conda() else peer_env_stamp(wildcards.peer)

@@ -10,7 +10,8 @@ localrules:
     peer_env,
 
 
-# Rebuilt only when the pin file changes (mtime): the library code is not an input here.
+# Rebuilt only when the pin file changes (mtime): a shell command, so that neither the library
+# code nor a script file is a trigger (snakemake reruns `script:` rules when the script is newer).
 rule peer_env:
     input:
         pins="envs/peers/{peer}.txt",
@@ -22,8 +23,10 @@ rule peer_env:
         "benchmarks/peers/peer_env/{peer}.tsv"
     conda:
         "../../envs/deconflow.yaml"
-    script:
-        "../scripts/build_peer_env.py"
+    params:
+        env_dir=env_dir_of_stamp,
+    shell:
+        "python -m deconflow.peers build-env {wildcards.peer} {input.pins:q} {params.env_dir:q} --log {log:q}"
 
 
 # The samples handed to the peers: h5ad, samples x the reference genes they share, linear CPM.
