@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from wfutil import TEST_CONFIG, project_copy, scheduled_jobs, snakemake
+import yaml
+
+from wfutil import project_copy, scheduled_jobs, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -30,16 +32,26 @@ def peer_env_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("peer-envs")
 
 
-def peer_config(peer_env_dir):
-    # nnls only: the peers are what is tested here (the models have their own tiny run)
-    return [*TEST_CONFIG, "--config", 'models=["nnls"]', f"peers={json.dumps(PEERS)}", f"peer_env_dir={peer_env_dir}"]
+#: Rectangle's signature with fewer bootstrap pseudobulks per type and without the cutoff grid
+#: search (its DESeq2 runs dominate the test's time); the default run uses Rectangle's defaults
+FAST_RECTANGLE = {"rectangle": {"optimize_cutoffs": False, "advanced_parameters": {"number_of_bootstraps": 5}}}
+
+
+def peer_config(work, peer_env_dir, settings=FAST_RECTANGLE, name="peers.yaml"):
+    """config/test.yaml plus a second config file with the peers (nested values keep their types
+    in a file; `--config` would turn them into strings). nnls only: the peers are what is tested
+    here (the models have their own tiny run)."""
+    extra = {"models": ["nnls"], "peers": PEERS, "peer_env_dir": str(peer_env_dir), "peer_settings": settings}
+    (work / name).write_text(yaml.safe_dump(extra))
+    return ["--configfile", "config/test.yaml", name]
 
 
 @pytest.fixture(scope="session")
 def peer_run(tmp_path_factory, embedded_resources, peer_env_dir):
     """config/test.yaml with both peers (and nnls), environments built by the peer_env rule."""
     work = project_copy(tmp_path_factory.mktemp("peer-run"), embedded_resources)
-    proc = snakemake(work, *peer_config(peer_env_dir))
+    # the first run of a session builds both environments (network; 1-3 min)
+    proc = snakemake(work, *peer_config(work, peer_env_dir), timeout=2400)
     return work, proc
 
 
@@ -121,7 +133,7 @@ def test_touching_a_pin_file_reruns_that_peer_and_the_comparisons_only(peer_run,
     try:
         future = (peer_env_dir / "dtangle" / "installed.txt").stat().st_mtime + 10
         os.utime(pins, (future, future))
-        jobs = scheduled_jobs(snakemake(work, *peer_config(peer_env_dir), "-n").stdout)
+        jobs = scheduled_jobs(snakemake(work, *peer_config(work, peer_env_dir), "-n").stdout)
     finally:
         os.utime(pins, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert jobs == {
@@ -142,7 +154,7 @@ def test_a_failing_peer_fails_its_own_job_with_one_line(peer_run, peer_env_dir):
     """A bad setting makes Rectangle's deconvolution raise: its job fails with one line naming the
     peer, the input and the log; with --keep-going dtangle's and the models' outputs are made."""
     work, _ = peer_run
-    proc = snakemake(work, *peer_config(peer_env_dir), 'peer_settings={"rectangle": {"no_such_setting": 1}}',
+    proc = snakemake(work, *peer_config(work, peer_env_dir, {"rectangle": {"no_such_setting": 1}}, "bad.yaml"),
                      "--keep-going", check=False)
     assert proc.returncode != 0
     output = proc.stdout + proc.stderr
