@@ -106,7 +106,7 @@ def dataset_config(wildcards):
 
 def library_files(*modules):
     """Library sources imported by a job, declared as inputs so that editing them reruns it."""
-    return [str(LIBRARY / f"{m}.py") for m in ("errors", "io", "logs") + modules]
+    return [str(LIBRARY / f"{m}.py") for m in ("errors", "io", "logs", "threads") + modules]
 
 
 # Library sources of a model's jobs, as patterns ({model} is filled in like any wildcard): static

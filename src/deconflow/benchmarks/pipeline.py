@@ -68,7 +68,7 @@ def training_seconds_per_epoch(results: Path) -> list[tuple[str, float, int]]:
 
 
 #: what a runnable project copy needs (the workflow tests copy the same items)
-PROJECT_ITEMS = ("Snakefile", "workflow", "config", "profiles", "src", "envs")
+PROJECT_ITEMS = ("Snakefile", "workflow", "config", "profiles", "src", "envs", "data")
 
 
 def copy_project(source: Path, dest: Path, resources: Path | None = None) -> Path:
