@@ -40,6 +40,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/plots.smk"
 include: "workflow/rules/deconvolve.smk"
+include: "workflow/rules/peers.smk"
 include: "workflow/rules/bulk_evaluation.smk"
 
 

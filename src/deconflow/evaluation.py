@@ -89,6 +89,7 @@ def wide_from_long(summary: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[
 
 COMPARISON_COLUMNS = [
     "model",
+    "kind",
     "mean_r",
     "ccc",
     "mae",
@@ -102,8 +103,13 @@ COMPARISON_COLUMNS = [
 ]
 
 
-def comparison_table(metrics_by_model: dict[str, dict]) -> pd.DataFrame:
-    rows = [{"model": name, **{k: m[k] for k in COMPARISON_COLUMNS[1:]}} for name, m in metrics_by_model.items()]
+def comparison_table(metrics_by_model: dict[str, dict], kinds: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per model (in the order given), the metrics of ``COMPARISON_COLUMNS``; ``kind`` is
+    ``model`` (deconflow's own) or ``peer`` (a published tool run beside them, ``deconflow.peers``),
+    from ``kinds`` (default: every row a model)."""
+    kinds = kinds or {}
+    rows = [{"model": name, "kind": kinds.get(name, "model"), **{k: m[k] for k in COMPARISON_COLUMNS[2:]}}
+            for name, m in metrics_by_model.items()]
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 

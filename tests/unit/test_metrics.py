@@ -143,12 +143,14 @@ def test_comparison_table_one_row_per_model():
         "nnls": compute_metrics(true, true, ["a", "b"]),
         "hpvade": compute_metrics(true, np.array([[0.3, 0.7], [0.5, 0.5], [0.5, 0.5]]), ["a", "b"]),
     }
-    table = comparison_table(metrics)
+    metrics["rectangle"] = compute_metrics(true, np.array([[0.4, 0.6], [0.5, 0.5], [0.5, 0.5]]), ["a", "b"])
+    table = comparison_table(metrics, {"rectangle": "peer"})
     assert list(table.columns) == COMPARISON_COLUMNS
-    assert COMPARISON_COLUMNS[0] == "model"
-    assert table["model"].tolist() == ["nnls", "hpvade"]
+    assert COMPARISON_COLUMNS[:2] == ["model", "kind"]
+    assert table["model"].tolist() == ["nnls", "hpvade", "rectangle"]
+    assert table["kind"].tolist() == ["model", "model", "peer"]
     for name, m in metrics.items():
         row = table.set_index("model").loc[name]
-        for column in COMPARISON_COLUMNS[1:]:
+        for column in COMPARISON_COLUMNS[2:]:
             assert row[column] == pytest.approx(m[column], nan_ok=True)
     assert table.loc[0, "mae"] == 0.0 and table.loc[1, "mae"] > 0.0

@@ -62,6 +62,12 @@ def test_default_dry_run_lists_every_stage(tmp_path):
            "fetch_pybayesprism_wheel": 1, "convert_gene_table": 1, **DOWNSTREAM_OF_REFERENCE,
            # the default pbmc dataset has a third bulk, monaco (with truth), beside the tiny config's two
            "deconvolve_bulk": 9, "evaluate_bulk": 6, "compare_bulk_models": 2, "plot_bulk_model": 6}
+    # the default pbmc dataset's peers: Rectangle and dtangle on the test mixtures and the 3 bulks
+    # (2 with truth)
+    peers = {"peer_env": 2, "peer_test_input": 1, "peer_bulk_input": 3, "peer_reference": 1, "peer_signature": 1,
+             "peer_deconvolve": 8, "evaluate_peer": 2, "peer_proportions": 6, "evaluate_bulk": 4, "plot_model": 2,
+             "plot_bulk_model": 4}
+    rna = {rule: rna.get(rule, 0) + peers.get(rule, 0) for rule in {*rna, *peers}}
     methylation = {  # dataset cfdna: models nnls + nnls_reads + sparse
         "fetch_nanomix_wheel": 1,
         "convert_methylation_atlas": 1,

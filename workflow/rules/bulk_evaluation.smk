@@ -42,5 +42,6 @@ rule compare_bulk_models:
         "../../envs/deconflow.yaml"
     params:
         models=comparison_models,
+        kinds=comparison_kinds,
     script:
         "../scripts/compare_models.py"

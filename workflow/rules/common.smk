@@ -6,6 +6,7 @@ from snakemake.exceptions import WorkflowError
 
 from deconflow.bulk_formats import expand_bulk_paths
 from deconflow.errors import DeconflowError
+from deconflow.peers import PEERS as PEER_SPECS
 from deconflow.registry import MODULES, USES_LINEAR_FIT, USES_READ_FIT
 from deconflow.truth import named_bulks
 
@@ -31,6 +32,37 @@ if unknown_models:
     _fail(
         f"unknown model(s) {unknown_models} in `models`",
         f"use any of {sorted(MODULES)}",
+    )
+
+
+def dataset_peers(dataset):
+    """Peers (published tools) of one dataset: its own `peers` list, else the global one; RNA
+    datasets only (the global list does not apply to methylation datasets)."""
+    ds = config["datasets"][dataset]
+    if ds.get("modality", "rna") != "rna":
+        if ds.get("peers"):
+            _fail(
+                f"dataset {dataset!r} is a methylation dataset but lists peers {ds['peers']}",
+                "remove `peers` from it (the peers deconvolve RNA bulk)",
+            )
+        return []
+    peers = ds.get("peers")
+    return list(config.get("peers", []) if peers is None else peers)
+
+
+# every peer used by any dataset (the {peer} wildcard's values; also values of {model} for the
+# rules downstream of the proportions: evaluation, comparison, plots)
+PEERS = list(dict.fromkeys(p for d in DATASETS for p in dataset_peers(d)))
+unknown_peers = [p for p in PEERS if p not in PEER_SPECS]
+if unknown_peers:
+    _fail(
+        f"unknown peer(s) {unknown_peers} in `peers`",
+        f"use any of {sorted(PEER_SPECS)}",
+    )
+clashing = sorted(set(PEERS) & set(MODELS))
+if clashing:
+    _fail(
+        f"{clashing} are both models and peers", "list each name in `models` or `peers`"
     )
 
 
@@ -62,7 +94,8 @@ def alternatives(names):
 
 wildcard_constraints:
     dataset=alternatives(DATASETS),
-    model=alternatives(MODELS),
+    model=alternatives(MODELS + PEERS),
+    peer=alternatives(PEERS),
     bulk=alternatives(BULKS),
     split="|".join(SPLITS),
 
@@ -213,10 +246,10 @@ def all_outputs(wildcards):
     outputs = []
     for dataset, ds in config["datasets"].items():
         outputs.append(f"results/{dataset}/evaluation/comparison.csv")
-        for model in dataset_models(dataset):
+        for model in dataset_models(dataset) + dataset_peers(dataset):
             outputs.append(f"results/{dataset}/plots/{model}/miami.png")
             outputs.append(f"results/{dataset}/plots/{model}/scatter.png")
-            if MODULES[model][1]:  # learned: has a training log
+            if model in MODULES and MODULES[model][1]:  # learned: has a training log
                 outputs.append(f"results/{dataset}/plots/{model}/training_curves.png")
             for bulk in dataset_bulks(dataset):
                 outputs.append(
@@ -355,16 +388,115 @@ def atlas_min_coverage(wildcards):
 def comparison_inputs(wildcards):
     return [
         f"results/{wildcards.dataset}/evaluation/{model}/metrics.json"
-        for model in dataset_models(wildcards.dataset)
+        for model in comparison_models(wildcards)
     ]
 
 
 def bulk_comparison_inputs(wildcards):
     return [
         f"results/{wildcards.dataset}/bulk_evaluation/{wildcards.bulk}/{model}/metrics.json"
-        for model in dataset_models(wildcards.dataset)
+        for model in comparison_models(wildcards)
     ]
 
 
 def comparison_models(wildcards):
-    return dataset_models(wildcards.dataset)
+    """Rows of a comparison table: the dataset's models, then its peers."""
+    return dataset_models(wildcards.dataset) + dataset_peers(wildcards.dataset)
+
+
+def comparison_kinds(wildcards):
+    """`model` or `peer` for each row of comparison_models."""
+    return ["model"] * len(dataset_models(wildcards.dataset)) + ["peer"] * len(
+        dataset_peers(wildcards.dataset)
+    )
+
+
+def plot_title(wildcards):
+    """Plot title: dataset, real bulk if any, model (peers marked as such)."""
+    parts = [wildcards.dataset]
+    if "bulk" in wildcards.keys():
+        parts.append(f"real bulk {wildcards.bulk}")
+    kind = " (peer)" if wildcards.model in PEERS else ""
+    return " / ".join(parts + [wildcards.model + kind])
+
+
+# Peers (workflow/rules/peers.smk)
+#: where the peers' venvs live (config `peer_env_dir`; tests share one folder between runs)
+PEER_ENV_DIR = config.get("peer_env_dir", ".peers")
+PEER_TARGET_TEST = "pseudobulk_test"
+
+
+def uses_conda():
+    from snakemake_interface_executor_plugins.settings import DeploymentMethod
+
+    return DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+
+
+def peer_env_stamp(peer):
+    return f"{PEER_ENV_DIR}/{peer}/installed.txt"
+
+
+def env_dir_of_stamp(wildcards, output):
+    """<peer_env_dir> of a peer's stamp <peer_env_dir>/<peer>/installed.txt."""
+    return str(Path(output.stamp).parent.parent)
+
+
+def peer_env_input(wildcards):
+    """The peer's venv (its stamp file), unless conda provides the environment."""
+    return [] if uses_conda() else peer_env_stamp(wildcards.peer)
+
+
+def peer_python(wildcards):
+    """The peer's interpreter: its venv's, or the conda env's `python`."""
+    if uses_conda():
+        return "python"
+    return f"{PEER_ENV_DIR}/{wildcards.peer}/venv/bin/python"
+
+
+def peer_settings(wildcards):
+    """JSON keyword arguments for the peer's public function (config `peer_settings.<peer>`)."""
+    import json
+
+    return json.dumps(
+        config.get("peer_settings", {}).get(wildcards.peer, {}), sort_keys=True
+    )
+
+
+def peer_targets(dataset):
+    """What a peer deconvolves: the held-out test mixtures and every real bulk."""
+    return [PEER_TARGET_TEST] + [f"bulk_{b}" for b in dataset_bulks(dataset)]
+
+
+def peer_reference_input(wildcards):
+    """Rectangle: its signature (built once per dataset); dtangle: the per-type mean CPM profiles
+    of the train pool (the signature deconflow's models start from)."""
+    if PEER_SPECS[wildcards.peer].reference == "cells":
+        return f"results/{wildcards.dataset}/peers/{wildcards.peer}/signature.pkl"
+    return f"results/{wildcards.dataset}/signature/signature.tsv"
+
+
+def peer_bulk_inputs(wildcards):
+    """What matching a bulk's genes to the reference reads (as deconvolve_bulk, without the
+    bulk's `cell_mrna`, which only the conversion of the peer's output reads)."""
+    return {
+        k: v for k, v in deconvolution_inputs(wildcards).items() if k != "cell_mrna"
+    }
+
+
+def peer_reference_genes_inputs(wildcards):
+    """Every bulk's matched genes: the reference for the peers is cut to the genes they all share."""
+    return [
+        f"results/{wildcards.dataset}/peers/inputs/bulk_{b}.h5ad"
+        for b in dataset_bulks(wildcards.dataset)
+    ]
+
+
+def peer_proportion_inputs(wildcards):
+    """A bulk's raw peer output, the reference's library sizes and the bulk's `cell_mrna`."""
+    inputs = {
+        "raw": f"results/{wildcards.dataset}/peers/{wildcards.model}/raw/bulk_{wildcards.bulk}.csv",
+        "library_size": f"results/{wildcards.dataset}/signature/cell_library_size.tsv",
+    }
+    if bulk_entry(wildcards).get("cell_mrna"):
+        inputs["cell_mrna"] = bulk_entry(wildcards)["cell_mrna"]
+    return inputs

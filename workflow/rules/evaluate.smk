@@ -13,6 +13,8 @@ rule evaluate_model:
         "logs/{dataset}/evaluate_model/{model}.log",
     benchmark:
         "benchmarks/{dataset}/evaluate_model/{model}.tsv"
+    wildcard_constraints:
+        model=alternatives(MODELS),
     conda:
         "../../envs/deconflow.yaml"
     params:
@@ -39,5 +41,6 @@ rule compare_models:
         "../../envs/deconflow.yaml"
     params:
         models=comparison_models,
+        kinds=comparison_kinds,
     script:
         "../scripts/compare_models.py"

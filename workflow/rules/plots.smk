@@ -26,7 +26,7 @@ rule plot_model:
         "../../envs/deconflow.yaml"
     params:
         n_samples=config["evaluation"]["miami_samples"],
-        title="{dataset} / {model}",
+        title=plot_title,
     script:
         "../scripts/plot_model.py"
 
@@ -56,7 +56,7 @@ rule plot_bulk_model:
         "../../envs/deconflow.yaml"
     params:
         n_samples=config["evaluation"]["miami_samples"],
-        title="{dataset} / real bulk {bulk} / {model}",
+        title=plot_title,
     script:
         "../scripts/plot_model.py"
 

@@ -1,4 +1,4 @@
-"""One row per model with the same metrics, so every run compares models side by side."""
+"""One row per model (and peer) with the same metrics, so every run compares them side by side."""
 
 import json
 
@@ -11,6 +11,6 @@ with script_logging(snakemake.log[0]) as log:
     for model, path in zip(snakemake.params.models, snakemake.input.metrics):
         with open(path) as fh:
             metrics[model] = json.load(fh)
-    table = comparison_table(metrics)
+    table = comparison_table(metrics, dict(zip(snakemake.params.models, snakemake.params.kinds)))
     write_table(table, snakemake.output.comparison, index=False)
     log.info("model comparison:\n%s", table.to_string(index=False))
