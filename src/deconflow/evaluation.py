@@ -99,11 +99,16 @@ COMPARISON_COLUMNS = [
     "spurious_mass_share",
     "mean_pred_true_ratio",
     "n_samples",
+    "interval_coverage",
+    "interval_mean_width",
 ]
+#: columns a model may lack (no calibrated intervals: methylation models, peers): NaN there
+OPTIONAL_COLUMNS = {"interval_coverage", "interval_mean_width"}
 
 
 def comparison_table(metrics_by_model: dict[str, dict]) -> pd.DataFrame:
-    rows = [{"model": name, **{k: m[k] for k in COMPARISON_COLUMNS[1:]}} for name, m in metrics_by_model.items()]
+    rows = [{"model": name, **{k: m.get(k, float("nan")) if k in OPTIONAL_COLUMNS else m[k] for k in COMPARISON_COLUMNS[1:]}}
+            for name, m in metrics_by_model.items()]
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
