@@ -141,3 +141,16 @@ def test_bad_plausible_ranges_and_foreign_calibration_are_refused(calibrated, tm
     path.write_text(json.dumps({**calibration, "cell_types": ["X", "Y"]}))
     with pytest.raises(DeconflowError, match="another model"):
         read_calibration(path, model)
+
+
+def test_flagged_samples_are_marked_and_intervals_drawn(tmp_path):
+    from deconflow.plots import flagged_samples, miami_plot, scatter_plot
+
+    qc = pd.DataFrame({"sample_id": ["s1", "s2"], "flag": ["", "low_overlap;implausible_T"]})
+    assert flagged_samples(qc) == {"s2": "low_overlap;implausible_T"}
+    summary = pd.DataFrame({"sample_id": ["s1", "s1", "s2", "s2"], "cell_type": ["T", "B"] * 2,
+                            "true_proportion": [0.6, 0.4, 0.2, 0.8], "predicted_proportion": [0.5, 0.5, 0.3, 0.7],
+                            "lower": [0.4, 0.4, 0.2, 0.6], "upper": [0.6, 0.6, 0.4, 0.8]})
+    miami_plot(summary, tmp_path / "miami.png", flagged=flagged_samples(qc))
+    scatter_plot(summary, tmp_path / "scatter.png")
+    assert (tmp_path / "miami.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "scatter.png").stat().st_size > 0
