@@ -49,6 +49,7 @@ from .errors import DeconflowError
 from .evaluation import features_for_model
 from .io import read_mixtures, write_json
 from .models import load_model
+from .threads import with_fixed_threads
 
 #: Interval settings (config ``intervals``); all but ``level`` are fixed at calibration.
 INTERVAL_DEFAULTS = {"level": 0.9, "replicates": 10, "gene_drop_fraction": 0.25, "spread_floor": 0.005}
@@ -149,6 +150,7 @@ def calibrate(model, features: np.ndarray, truth: np.ndarray, settings: dict | N
     }
 
 
+@with_fixed_threads
 def calibrate_file(model_path, val_path, out_path, settings: dict | None = None, seed: int = 0) -> dict:
     """Checkpoint + validation mixtures (``pseudobulk/val.h5``) -> ``calibration.json``."""
     model = load_model(model_path)
@@ -218,6 +220,7 @@ def evaluate_intervals(model, features: np.ndarray, truth: np.ndarray, calibrati
             "interval_coverage_per_type": {str(t): float(c) for t, c in zip(model.cell_types, covered.mean(axis=0))}}
 
 
+@with_fixed_threads
 def evaluate_intervals_file(model_path, test_path, calibration_path, level: float) -> dict:
     """Interval metrics of a checkpoint on held-out mixtures (``pseudobulk/test.h5``)."""
     model = load_model(model_path)

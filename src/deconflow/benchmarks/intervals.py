@@ -8,7 +8,8 @@ Bulk-like samples: held-out test mixtures drawn with replacement, each gene's CP
 a per-sample log-normal factor (sd 0.3, seeded) and renormalised, with 10 % of the genes missing
 (as a real bulk lacks some of the reference's genes). Prints, per model, the wall time of the
 intervals (the model's prediction plus its gene-masked replicates, with the model's
-``calibration.json``) and of the qc rows, on ``--threads`` torch threads (default 2), and the
+``calibration.json``) and of the qc rows, on ``--threads`` BLAS / torch threads (default 2; the
+pipeline's rules use 1, ``deconflow.threads``), and the
 coverage of the nominal intervals on these perturbed mixtures (perturbed, so not exchangeable
 with the validation mixtures: a figure, not a check).
 """
@@ -48,9 +49,8 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    import torch
+    from ..threads import fixed_threads
 
-    torch.set_num_threads(args.threads)
     results = Path(args.results)
     test = read_mixtures(results / "pseudobulk" / "test.h5")
     rows = []
@@ -60,12 +60,13 @@ def main(argv=None) -> None:
         test_model = type(test)(features_for_model(test, model), test.proportions, model.feature_names, test.cell_types,
                                 test.sample_ids, test.attrs)
         features, truth = bulk_like(test_model, args.n_samples, args.seed)
-        start = time.perf_counter()
-        estimate, lower, upper = intervals(model, features, calibration, args.level)
-        interval_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        qc_table(model, features, np.arange(len(features)), estimate, calibration, False)
-        qc_seconds = time.perf_counter() - start
+        with fixed_threads(args.threads, torch_threads=args.threads):
+            start = time.perf_counter()
+            estimate, lower, upper = intervals(model, features, calibration, args.level)
+            interval_seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            qc_table(model, features, np.arange(len(features)), estimate, calibration, False)
+            qc_seconds = time.perf_counter() - start
         coverage, width = interval_coverage(truth, lower, upper)
         rows.append({"model": name, "n_samples": args.n_samples, "replicates": calibration["replicates"],
                      "intervals_seconds": interval_seconds, "qc_seconds": qc_seconds,
