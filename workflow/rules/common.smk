@@ -372,7 +372,7 @@ def comparison_models(wildcards):
 
 # Per-sample trust (deconflow.trust): calibration on the validation mixtures (RNA models), the
 # interval level, quality-row settings.
-TRUST_CODE = library_files("trust", "evaluation")
+TRUST_CODE = library_files("trust", "evaluation", "threads")
 CALIBRATION = "results/{dataset}/models/{model}/calibration.json"
 
 
