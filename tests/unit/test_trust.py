@@ -154,3 +154,18 @@ def test_flagged_samples_are_marked_and_intervals_drawn(tmp_path):
     miami_plot(summary, tmp_path / "miami.png", flagged=flagged_samples(qc))
     scatter_plot(summary, tmp_path / "scatter.png")
     assert (tmp_path / "miami.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "scatter.png").stat().st_size > 0
+
+
+def test_reduced_nnls_gives_the_nnls_solution():
+    """The normal-equation NNLS used for the replicates solves the same problem as nnls_proportions,
+    including samples whose unconstrained solution is negative for some types."""
+    from deconflow.models.nnls import nnls_proportions, reduced_nnls
+
+    rng = np.random.default_rng(5)
+    design = rng.gamma(0.5, 1.0, size=(120, 6))
+    truth = rng.dirichlet(np.full(6, 0.3), size=40)
+    features = truth @ design.T + rng.normal(0, 0.05, size=(40, 120))
+    expected = nnls_proportions(design, features)
+    assert (expected == 0).any()  # the bound is active somewhere
+    np.testing.assert_allclose(reduced_nnls(design, features), expected, atol=1e-8)
+    np.testing.assert_allclose(reduced_nnls(design, np.zeros((2, 120))), 1 / 6)  # nothing fitted: uniform, as nnls_proportions
