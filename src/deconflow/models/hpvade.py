@@ -552,8 +552,13 @@ class HPVADEModel(FittedModel):
         return self.predict(features)
 
     def predict_quiet(self, features: np.ndarray) -> np.ndarray:
-        # large batches: the batched NNLS priors' iterations cost the same for 1 or 4,096 rows
-        return self.predict(features, batch_size=4096)
+        """``predict`` without log lines, in large batches (the batched NNLS priors' iterations
+        cost the same for 1 or 4,096 rows), fallback rows through the nnls model's reduced solver."""
+        proportions = predict_in_batches(self.net.proportions, features, len(self.cell_types), 4096)
+        far = self.off_distribution(features)
+        if far.any():
+            proportions[far] = self.linear_fit_model().predict_quiet(np.asarray(features)[far])
+        return proportions
 
     def held_out_estimates(self, features: np.ndarray, truth: np.ndarray, n_folds: int = 2) -> np.ndarray:
         """The stacking coefficients were fitted on the validation mixtures, so their own
@@ -580,8 +585,11 @@ class HPVADEModel(FittedModel):
                                    torch.stack([coefs[1], coefs[2]]).double()[:, None, :])
             else:
                 out[apply] = blend(p_net[apply], p_linear[apply], coefs[0].double(), coefs[1].double())
-        far = torch.from_numpy(self.fallback_rows(features))
-        return torch.where(far[:, None], p_linear, out).numpy()
+        out = out.numpy()
+        far = self.fallback_rows(features)
+        if far.any():
+            out[far] = self.linear_fit_model().predict_quiet(np.asarray(features)[far])
+        return out
 
     def relative_residual(self, features: np.ndarray) -> np.ndarray | None:
         """The all-gene NNLS fit's relative residual, the one the out-of-distribution fallback
@@ -592,7 +600,7 @@ class HPVADEModel(FittedModel):
 
     def fallback_rows(self, features: np.ndarray) -> np.ndarray:
         """Samples that got the linear-fit prior alone (``ood_fallback``)."""
-        return predict_in_batches(lambda x: self.net.off_distribution(x)[:, None].float(), features, 1)[:, 0] > 0
+        return self.off_distribution(features)
 
     def signature_cpm(self) -> pd.DataFrame:
         with torch.no_grad():
