@@ -9,7 +9,7 @@ ENV := PATH="$(BIN):$$PATH"
 WHEELS ?= /opt/wheels
 PIP_EXTRA := $(if $(wildcard $(WHEELS)),--find-links $(WHEELS),)
 
-.PHONY: run test dry-run report bench bench-real bench-linear-fit lint clean-results
+.PHONY: run test dry-run report bench bench-real bench-linear-fit bench-intervals lint clean-results
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ bench: $(STAMP)
 # what was tried to make HP-VADE hold up on the real DAISM calibration cohort (needs `make run` first)
 bench-real: $(STAMP)
 	$(ENV) python -m deconflow.benchmarks.real_bulk --results results/pbmc --dataset pbmc --bulk daism
+
+# seconds for calibrated intervals + qc rows of 2,000 bulk-like samples (needs `make run` first)
+bench-intervals: $(STAMP)
+	$(ENV) python -m deconflow.benchmarks.intervals --results results/pbmc --models nnls hpvade --n-samples 2000
 
 # the linear fit's settings on validation mixtures (clean / shifted) beside the real cohort (needs `make run` first)
 bench-linear-fit: $(STAMP)

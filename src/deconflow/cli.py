@@ -2,6 +2,7 @@
 
     deconflow deconvolve --model results/pbmc/models/nnls/checkpoint_best.pt --bulk bulk.tsv --out p.csv
     deconflow deconvolve --model results/cfdna/models/nnls_reads/checkpoint_best.pt --bulk 'calls/*.cov.gz' --out p.csv
+    deconflow deconvolve --model results/pbmc/models/nnls/checkpoint_best.pt --bulk bulk.tsv --out out/p.csv --intervals --qc
     deconflow monitor results/pbmc/models/hpvade/training_log.csv [--watch]
     deconflow info results/pbmc/models/hpvade/checkpoint_best.pt
 """
@@ -21,7 +22,9 @@ def _deconvolve(args) -> None:
     from .deconvolve import deconvolve_file
 
     with script_logging(None):
-        table = deconvolve_file(args.model, args.bulk, args.out, args.min_overlap, **_bulk_settings(args))
+        table = deconvolve_file(args.model, args.bulk, args.out, args.min_overlap, intervals=args.intervals, qc=args.qc,
+                                calibration=args.calibration, plausible_fractions=_plausible(args.plausible),
+                                min_overlap_fraction=args.min_overlap_fraction, **_bulk_settings(args))
     print(table.round(4).to_string())
 
 
@@ -42,6 +45,21 @@ def _bulk_settings(args) -> dict:
         "tx2gene": args.tx2gene,
         "cell_mrna": args.cell_mrna,
     }
+
+
+def _plausible(items) -> dict:
+    """``["Tregs=0:0.08", ...]`` -> ``{"Tregs": [0.0, 0.08]}`` (config key `plausible_fractions`)."""
+    out = {}
+    for item in items or []:
+        name, sep, bounds = item.rpartition("=")
+        low, colon, high = bounds.partition(":")
+        try:
+            if not (sep and colon):
+                raise ValueError
+            out[name] = [float(low), float(high)]
+        except ValueError:
+            raise DeconflowError(None, f"--plausible {item!r} is not TYPE=LOW:HIGH", 'write e.g. --plausible "Tregs=0:0.08"') from None
+    return out
 
 
 #: The GENCODE v22 gene table made by the pipeline's convert_gene_table rule (relative to the project).
@@ -94,6 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TSV of the bulk's mRNA content per cell of each type (cell_type, mrna_per_cell; `default` row for the rest): "
                         "converts the model's cell fractions to the bulk's protocol (config key `cell_mrna` of a bulk)")
     p.add_argument("--out", required=True, help="output CSV (samples x cell types)")
+    p.add_argument("--intervals", nargs="?", type=float, const=0.9, default=None, metavar="LEVEL",
+                   help="also write intervals.csv next to --out: calibrated intervals at LEVEL (default 0.9)")
+    p.add_argument("--qc", action="store_true",
+                   help="also write qc.csv next to --out: feature overlap, fit residual and its validation percentile, "
+                        "fallback / cell_mrna applied, flags")
+    p.add_argument("--calibration", default=None,
+                   help="calibration.json of the model (default: the one next to --model, written by rule calibrate_model)")
+    p.add_argument("--plausible", nargs="*", default=None, metavar="TYPE=LOW:HIGH",
+                   help="plausible range of a cell type's fraction; outside it qc.csv flags implausible_TYPE")
+    p.add_argument("--min-overlap-fraction", type=float, default=0.5,
+                   help="qc.csv flags low_overlap below this share of the model's features (default 0.5)")
     p.add_argument("--min-overlap", type=int, default=1000, help="minimum number of shared features (default 1000)")
     p.set_defaults(func=_deconvolve)
     p = sub.add_parser("monitor", help="print the latest epochs of a training_log.csv")

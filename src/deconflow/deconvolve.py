@@ -18,6 +18,7 @@ from .models import FittedModel, from_checkpoint, read_checkpoint
 from .normalize import CPM_SCALE, LOG_SCALE_MAX, looks_log_scaled
 from .reference_formats import reference_gene_aliases
 from .threads import with_fixed_threads
+from .trust import QC_DEFAULTS, default_calibration_path, parse_plausible, trust_tables
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,9 @@ def read_rna_bulk_for_model(bulk_path, model: FittedModel, min_overlap: int, bul
 
 @with_fixed_threads
 def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bulk_format: str | None = None,
-                    cell_mrna=None, **rna_settings) -> pd.DataFrame:
+                    cell_mrna=None, intervals: float | None = None, qc: bool = False, calibration=None,
+                    plausible_fractions: dict | None = None, min_overlap_fraction: float = QC_DEFAULTS["min_overlap_fraction"],
+                    **rna_settings) -> pd.DataFrame:
     """Model checkpoint + bulk file(s) -> proportions CSV (samples x cell types).
 
     RNA models: ``bulk_path`` is a path, glob, folder or list in any format of
@@ -181,7 +184,11 @@ def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bu
             features, coverage = align_reads(methylated, total, model, min_overlap, paths)
             proportions = model.predict_with_coverage(features, coverage)
             table = pd.DataFrame(proportions, index=pd.Index(total.columns, name="sample_id"), columns=model.cell_types)
-            write_table(table, Path(out_path))
+            extra = trust_tables(model, features, table.index, proportions, level=intervals, qc=qc,
+                                 calibration_path=calibration or default_calibration_path(model_path),
+                                 plausible=parse_plausible(plausible_fractions, model.cell_types, "plausible_fractions"),
+                                 min_overlap_fraction=min_overlap_fraction)
+            _write_all(table, extra, out_path)
             return table
         if len(paths) > 1:
             raise DeconflowError(paths[1], f"{len(paths)} bulk files given, but they are not per-sample methylation calls",
@@ -190,12 +197,29 @@ def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bu
         bulk = read_bulk(source, allow_missing=True)
     features, n_shared = align_bulk(bulk, model, min_overlap, source=source)
     log.info("%d of %d model features matched in %s (%d samples)", n_shared, len(model.feature_names), source, bulk.shape[1])
+    plausible = parse_plausible(plausible_fractions, model.cell_types, "plausible_fractions")
     proportions = model.predict_partial(features)
+    convert = None
     if content is not None:
-        proportions = to_bulk_cell_fractions(proportions, reference_size, content)
+        def convert(p):
+            return to_bulk_cell_fractions(p, reference_size, content)
+
+        proportions = convert(proportions)
         listed = ", ".join(f"{t} {c:g}" for t, c in zip(model.cell_types, content) if np.isfinite(c))
         log.info("cell fractions converted to the bulk's mRNA per cell from %s (%s; other types keep the reference's size)",
                  cell_mrna, listed)
     table = pd.DataFrame(proportions, index=pd.Index(bulk.columns, name="sample_id"), columns=model.cell_types)
-    write_table(table, Path(out_path))
+    extra = trust_tables(model, features, table.index, proportions, level=intervals, qc=qc, convert=convert,
+                         calibration_path=calibration or default_calibration_path(model_path),
+                         cell_mrna_applied=content is not None, plausible=plausible, min_overlap_fraction=min_overlap_fraction)
+    _write_all(table, extra, out_path)
     return table
+
+
+def _write_all(table: pd.DataFrame, extra: dict, out_path) -> None:
+    """The proportions, then ``intervals.csv`` / ``qc.csv`` in the same folder (all computed first)."""
+    write_table(table, Path(out_path))
+    for name, frame in extra.items():
+        path = Path(out_path).with_name(f"{name}.csv")
+        write_table(frame, path, index=False)
+        log.info("wrote %s", path)

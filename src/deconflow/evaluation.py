@@ -100,15 +100,20 @@ COMPARISON_COLUMNS = [
     "spurious_mass_share",
     "mean_pred_true_ratio",
     "n_samples",
+    "interval_coverage",
+    "interval_mean_width",
 ]
+#: columns a model may lack (no calibrated intervals: methylation models, peers): NaN there
+OPTIONAL_COLUMNS = {"interval_coverage", "interval_mean_width"}
 
 
 def comparison_table(metrics_by_model: dict[str, dict], kinds: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per model (in the order given), the metrics of ``COMPARISON_COLUMNS``; ``kind`` is
     ``model`` (deconflow's own) or ``peer`` (a published tool run beside them, ``deconflow.peers``),
-    from ``kinds`` (default: every row a model)."""
+    from ``kinds`` (default: every row a model). Interval columns are NaN for a row without them."""
     kinds = kinds or {}
-    rows = [{"model": name, "kind": kinds.get(name, "model"), **{k: m[k] for k in COMPARISON_COLUMNS[2:]}}
+    rows = [{"model": name, "kind": kinds.get(name, "model"),
+             **{k: m.get(k, float("nan")) if k in OPTIONAL_COLUMNS else m[k] for k in COMPARISON_COLUMNS[2:]}}
             for name, m in metrics_by_model.items()]
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 

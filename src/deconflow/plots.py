@@ -56,7 +56,18 @@ def _save(fig, path) -> None:
     plt.close(fig)
 
 
-def miami_plot(summary: pd.DataFrame, path: str | Path, n_samples: int = 20, title: str = "") -> None:
+def flagged_samples(qc: pd.DataFrame | None) -> dict[str, str]:
+    """{sample id: flag reasons} of the samples a ``qc.csv`` table flags (``deconflow.trust``)."""
+    if qc is None:
+        return {}
+    flags = qc["flag"].fillna("").astype(str)
+    return {str(s): f for s, f in zip(qc["sample_id"], flags) if f}
+
+
+def miami_plot(summary: pd.DataFrame, path: str | Path, n_samples: int = 20, title: str = "",
+               flagged: dict[str, str] | None = None) -> None:
+    """Stacked true (up) and predicted (down) proportions per sample; ``flagged`` samples
+    ({id: reasons}, from ``qc.csv``) get a red "!" label and their reasons listed under the plot."""
     true, pred, samples, cell_types = wide_from_long(summary)
     colours = cell_type_colours(cell_types)
     idx = select_samples(len(samples), n_samples)
@@ -76,7 +87,16 @@ def miami_plot(summary: pd.DataFrame, path: str | Path, n_samples: int = 20, tit
     ax.set_yticklabels(["1.0", "0.5", "0", "0.5", "1.0"])
     ax.set_ylabel("predicted proportion        true proportion")
     ax.set_xticks(x)
-    ax.set_xticklabels([samples[i] for i in idx], rotation=90, fontsize=7)
+    flagged = flagged or {}
+    shown = [str(samples[i]) for i in idx]
+    ax.set_xticklabels([f"! {name}" if name in flagged else name for name in shown], rotation=90, fontsize=7)
+    for label, name in zip(ax.get_xticklabels(), shown):
+        if name in flagged:
+            label.set_color("tab:red")
+    notes = [f"{name}: {flagged[name]}" for name in shown if name in flagged]
+    if notes:
+        ax.text(0.0, -0.32, "flagged (qc.csv): " + "; ".join(notes[:12]) + (" ..." if len(notes) > 12 else ""),
+                transform=ax.transAxes, ha="left", va="top", fontsize=7, color="tab:red", wrap=True)
     ax.text(1.0, 1.0, "true", transform=ax.transAxes, ha="right", va="bottom", fontsize=9)
     ax.text(1.0, 0.0, "predicted", transform=ax.transAxes, ha="right", va="top", fontsize=9)
     ax.set_title(f"Miami plot {title}".strip())
@@ -85,7 +105,13 @@ def miami_plot(summary: pd.DataFrame, path: str | Path, n_samples: int = 20, tit
 
 
 def scatter_plot(summary: pd.DataFrame, path: str | Path, title: str = "") -> None:
-    true, pred, _, cell_types = wide_from_long(summary)
+    """True vs predicted per type; with ``lower`` / ``upper`` columns (calibrated intervals,
+    ``deconflow.trust``) each point gets its interval as a vertical error bar."""
+    true, pred, samples, cell_types = wide_from_long(summary)
+    bounds = None
+    if {"lower", "upper"} <= set(summary.columns) and summary[["lower", "upper"]].notna().all().all():
+        bounds = [summary.pivot(index="sample_id", columns="cell_type", values=c).loc[samples, cell_types].to_numpy()
+                  for c in ("lower", "upper")]
     colours = cell_type_colours(cell_types)
     n = len(cell_types)
     ncols = min(6, n)
@@ -94,6 +120,10 @@ def scatter_plot(summary: pd.DataFrame, path: str | Path, title: str = "") -> No
     for k, name in enumerate(cell_types):
         ax = axes[k // ncols][k % ncols]
         hi = max(true[:, k].max(), pred[:, k].max(), 1e-3) * 1.05
+        if bounds is not None:
+            hi = max(hi, bounds[1][:, k].max() * 1.05)
+            error = np.vstack([pred[:, k] - bounds[0][:, k], bounds[1][:, k] - pred[:, k]]).clip(0, None)
+            ax.errorbar(true[:, k], pred[:, k], yerr=error, fmt="none", ecolor=colours[name], alpha=0.5, linewidth=0.8)
         ax.plot([0, hi], [0, hi], color="grey", linewidth=0.8, linestyle="--")
         ax.scatter(true[:, k], pred[:, k], s=6, color=colours[name], alpha=0.7)
         r = pearson_r(true[:, k], pred[:, k])

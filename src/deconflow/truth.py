@@ -162,9 +162,28 @@ def score_against_truth(proportions: pd.DataFrame, truth: pd.DataFrame, truth_gr
 
 
 def evaluate_bulk_file(proportions_path, truth_path, truth_groups: dict, bulk_path, key: str,
-                       presence_threshold: float = PRESENCE_THRESHOLD) -> tuple[pd.DataFrame, dict]:
-    """proportions.csv of one model on one bulk + its truth file -> (long summary, metrics)."""
+                       presence_threshold: float = PRESENCE_THRESHOLD, intervals_path=None) -> tuple[pd.DataFrame, dict]:
+    """proportions.csv of one model on one bulk + its truth file -> (long summary, metrics).
+
+    With ``intervals_path`` (the model's ``intervals.csv`` of this bulk) the summary gains each
+    group share's ``lower`` / ``upper`` bound (``deconflow.trust.group_intervals``) and the
+    metrics ``interval_coverage`` / ``interval_mean_width`` over (sample, group) pairs: measured
+    on the real cohort, not tuned on it (NaN bounds, e.g. methylation models: NaN figures).
+    """
+    from .trust import group_intervals, interval_coverage
+
     proportions = read_numeric_table(proportions_path, "proportions", "rerun `snakemake --forcerun deconvolve_bulk`")
     truth = read_truth(truth_path, key=f"{key}.truth")
     check_truth(truth, truth_groups, proportions.index, proportions.columns, truth_path, bulk_path, key)
-    return score_against_truth(proportions, truth, truth_groups, presence_threshold)
+    summary, metrics = score_against_truth(proportions, truth, truth_groups, presence_threshold)
+    if intervals_path is not None:
+        table = pd.read_csv(intervals_path, dtype={"sample_id": str, "cell_type": str})
+        bounds = group_intervals(table, proportions.loc[truth.index], truth_groups)
+        summary["lower"] = [bounds.loc[s, (g, "lower")] for s, g in zip(summary["sample_id"], summary["cell_type"])]
+        summary["upper"] = [bounds.loc[s, (g, "upper")] for s, g in zip(summary["sample_id"], summary["cell_type"])]
+        if summary[["lower", "upper"]].notna().all().all():
+            coverage, width = interval_coverage(summary["true_proportion"], summary["lower"], summary["upper"])
+        else:
+            coverage = width = float("nan")
+        metrics.update(interval_coverage=coverage, interval_mean_width=width)
+    return summary, metrics

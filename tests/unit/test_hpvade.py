@@ -219,3 +219,21 @@ def test_samples_further_from_the_signature_than_any_validation_mixture_get_the_
     np.testing.assert_array_equal(load_model(tmp_path / "ckpt.pt").predict(shifted), model.predict(shifted))
     off, _ = train_learner("hpvade", train, val, signature, {**TINY_HPVADE, "epochs": 2, "ood_fallback": False}, 0, context=context)
     assert not bool(torch.isfinite(off.net.fallback_residual)) and not bool(off.net.off_distribution(x_far).any())
+
+
+def test_trust_hooks_cross_fitted_estimates_residual_and_fallback_rows():
+    """For calibrating intervals: the cross-fitted validation estimates are proportions close to
+    (not equal to: the stacking is refitted per fold) the model's own; the relative residual is
+    the all-gene fit's, and fallback rows are exactly the off-distribution samples."""
+    train, val, signature, context = synthetic()
+    model, _ = train_learner("hpvade", train, val, signature, {**TINY_HPVADE, "epochs": 2}, 0, context=context)
+    held_out = model.held_out_estimates(val.features, val.proportions)
+    own = model.predict(val.features)
+    np.testing.assert_allclose(held_out.sum(axis=1), 1.0, atol=1e-5)
+    assert np.abs(held_out - own).mean() < 0.1
+    with torch.no_grad():
+        _, residual = model.net.plain_fit(torch.from_numpy(val.features.astype(np.float32)))
+    np.testing.assert_allclose(model.relative_residual(val.features), residual.numpy(), rtol=1e-6)
+    factors = np.exp(2.0 * np.random.default_rng(1).standard_normal(val.features.shape[1]))
+    far = np.vstack([val.features[:4], val.features[4:8] * factors])
+    assert model.fallback_rows(far).tolist() == [False] * 4 + [True] * 4

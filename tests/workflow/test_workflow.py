@@ -40,6 +40,7 @@ DOWNSTREAM_OF_REFERENCE = {
     "build_signature": 1,
     "fit_baseline": 1,
     "train_model": 2,
+    "calibrate_model": 3,  # intervals of every RNA model, on the validation mixtures
     "evaluate_model": 3,
     "compare_models": 1,
     "plot_model": 3,
@@ -98,9 +99,12 @@ def test_tiny_run_produces_every_output(tiny_run):
         assert metrics["n_samples"] == 30 and np.isclose(metrics["mae"], comparison.set_index("model").loc[model, "mae"])
         for plot in ("miami.png", "scatter.png"):
             assert (results / "plots" / model / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert 0 < metrics["interval_coverage"] <= 1 and metrics["interval_mean_width"] > 0
+        assert comparison.set_index("model").loc[model, "interval_coverage"] == pytest.approx(metrics["interval_coverage"])
         proportions = pd.read_csv(results / "deconvolution" / "finotello" / model / "proportions.csv", index_col=0)
         assert list(proportions.index) == ["pbmc_1", "pbmc_10", "pbmc_12"]
         np.testing.assert_allclose(proportions.sum(axis=1), 1.0, atol=1e-5)
+        _check_trust_files(results / "deconvolution" / "finotello" / model, proportions)
         _check_real_bulk_evaluation(work, model)
     real_comparison = pd.read_csv(results / "bulk_evaluation" / "daism" / "comparison.csv")
     assert list(real_comparison.columns) == list(comparison.columns)  # same table as the pseudobulk one
@@ -120,14 +124,30 @@ def test_tiny_run_produces_every_output(tiny_run):
 DAISM_GROUPS = ["monocytic.lineage", "CD4.T.cells", "CD8.T.cells", "B.cells", "NK.cells"]
 
 
+def _check_trust_files(folder, proportions):
+    """intervals.csv: the proportions as estimates inside [lower, upper]; qc.csv: one row per sample."""
+    intervals = pd.read_csv(folder / "intervals.csv", dtype={"sample_id": str})
+    assert list(intervals.columns) == ["sample_id", "cell_type", "estimate", "lower", "upper"]
+    assert len(intervals) == proportions.size
+    wide = intervals.pivot(index="sample_id", columns="cell_type", values="estimate").loc[proportions.index, proportions.columns]
+    np.testing.assert_allclose(wide.to_numpy(), proportions.to_numpy(), atol=1e-7)
+    assert ((intervals["lower"] <= intervals["estimate"]) & (intervals["estimate"] <= intervals["upper"])).all()
+    assert ((intervals["lower"] >= 0) & (intervals["upper"] <= 1)).all()
+    qc = pd.read_csv(folder / "qc.csv", dtype={"sample_id": str}, keep_default_na=False)
+    assert qc["sample_id"].tolist() == list(proportions.index)
+    assert qc["feature_overlap"].astype(float).between(0, 1).all()
+
+
 def _check_real_bulk_evaluation(work, model):
     """One model on the daism bulk: proportions of all 20 samples, the long table renormalised over
     the 5 groups and matching the proportions and the truth file, the metrics and the plots."""
     results = work / "results" / "tiny"
     proportions = pd.read_csv(results / "deconvolution" / "daism" / model / "proportions.csv", index_col=0)
     assert list(proportions.index) == [f"S{i}" for i in range(1, 21)]
+    _check_trust_files(results / "deconvolution" / "daism" / model, proportions)
     summary = pd.read_csv(results / "bulk_evaluation" / "daism" / model / "summary_stats.csv")
-    assert list(summary.columns) == ["sample_id", "cell_type", "true_proportion", "predicted_proportion"]
+    assert list(summary.columns) == ["sample_id", "cell_type", "true_proportion", "predicted_proportion", "lower", "upper"]
+    assert ((summary["lower"] <= summary["predicted_proportion"] + 1e-9) & (summary["predicted_proportion"] <= summary["upper"] + 1e-9)).all()
     assert summary["cell_type"].unique().tolist() == DAISM_GROUPS and summary["sample_id"].nunique() == 20
     np.testing.assert_allclose(summary.groupby("sample_id")[["true_proportion", "predicted_proportion"]].sum(), 1.0, atol=1e-6)
     truth = pd.read_csv(work / "resources" / "pbmc" / "daism_truth.tsv", sep="\t", index_col=0)
@@ -138,6 +158,8 @@ def _check_real_bulk_evaluation(work, model):
     assert s1.loc["CD4.T.cells", "true_proportion"] == pytest.approx(truth.loc["S1", "CD4.T.cells"] / truth.loc["S1"].sum(), abs=1e-6)
     metrics = json.loads((results / "bulk_evaluation" / "daism" / model / "metrics.json").read_text())
     assert metrics["n_samples"] == 20 and metrics["n_cell_types"] == 5 and metrics["unmapped_cell_types"] == ["ILC", "Platelet"]
+    covered = (summary["true_proportion"] >= summary["lower"]) & (summary["true_proportion"] <= summary["upper"])
+    assert metrics["interval_coverage"] == pytest.approx(covered.mean())  # measured on the cohort, whatever it is
     assert 0 <= metrics["mae"] <= 1 and 0 <= metrics["mae_unrenormalised"] <= 1
     for plot in ("miami.png", "scatter.png"):
         assert (results / "plots" / "bulk_daism" / model / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -226,6 +248,26 @@ def test_cli_and_evaluation_equal_the_rule_at_any_thread_count(tiny_run, tmp_pat
     assert summary.read_bytes() == (results / "evaluation/hpvade/summary_stats.csv").read_bytes()
 
 
+@pytest.mark.parametrize("model, bulk, extra", [
+    ("nnls", "finotello", []),
+    ("hpvade", "daism", ["--cell-mrna", "config/cell_mrna/blood_racle2017.tsv"]),
+])
+def test_cli_intervals_and_qc_match_the_rule(tiny_run, tmp_path, model, bulk, extra):
+    """`deconflow deconvolve --intervals --qc` writes the rule's proportions.csv, intervals.csv
+    and qc.csv byte for byte (the rule applies the default level, 0.9)."""
+    work, _ = tiny_run
+    bulk_file = {"finotello": "resources/pbmc/bulk.tsv", "daism": "resources/pbmc/daism_bulk.tsv"}[bulk]
+    out = tmp_path / "cli" / "proportions.csv"
+    cmd = [
+        sys.executable, "-m", "deconflow.cli", "deconvolve", "--model", f"results/tiny/models/{model}/checkpoint_best.pt",
+        "--bulk", bulk_file, "--reference", "resources/pbmc/reference.h5ad", "--out", str(out), "--intervals", "--qc", *extra,
+    ]
+    subprocess.run(cmd, check=True, env=run_env(work), capture_output=True, timeout=300, cwd=work)
+    rule_dir = work / "results" / "tiny" / "deconvolution" / bulk / model
+    for name in ("proportions.csv", "intervals.csv", "qc.csv"):
+        assert (out.parent / name).read_bytes() == (rule_dir / name).read_bytes(), name
+
+
 def test_lint_is_clean(tmp_path):
     work = project_copy(tmp_path)
     proc = subprocess.run(
@@ -260,7 +302,7 @@ def _dry_run_after(work, *extra):
 
 
 AFTER_TRAINING = {
-    "evaluate_model": 1, "plot_model": 1, "plot_training": 1, "deconvolve_bulk": 2, "compare_models": 1,
+    "calibrate_model": 1, "evaluate_model": 1, "plot_model": 1, "plot_training": 1, "deconvolve_bulk": 2, "compare_models": 1,
     "evaluate_bulk": 1, "plot_bulk_model": 1, "compare_bulk_models": 1, "all": 1,
 }
 
@@ -270,7 +312,7 @@ def test_invalidation_is_exactly_downstream(tiny_run):
     work, _ = tiny_run
     with touched(work / "src" / "deconflow" / "training.py"):  # used by training of learned models only
         assert _dry_run_after(work) == {
-            "train_model": 2, "evaluate_model": 2, "plot_model": 2, "plot_training": 2, "deconvolve_bulk": 4,
+            "train_model": 2, "calibrate_model": 2, "evaluate_model": 2, "plot_model": 2, "plot_training": 2, "deconvolve_bulk": 4,
             "compare_models": 1, "evaluate_bulk": 2, "plot_bulk_model": 2, "compare_bulk_models": 1, "all": 1,
         }
     # a loss weight of one model: that model's training and what follows, no pseudobulk
@@ -331,6 +373,7 @@ def test_html_report_contains_the_plots(tiny_run):
         png = (work / "results" / "tiny" / "plots" / "bulk_daism" / model / "miami.png").read_bytes()
         assert base64.b64encode(png).decode() in html, model
     assert "real bulk daism" in html and "measured groups" in html
+    assert "qc.csv" in html and "quality per sample" in html  # the qc table of every real bulk
     for model in ("hpvade", "scaden"):  # the training-curve images themselves are embedded, with their caption
         png = (work / "results" / "tiny" / "plots" / model / "training_curves.png").read_bytes()
         assert base64.b64encode(png).decode() in html, model

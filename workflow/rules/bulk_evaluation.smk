@@ -5,8 +5,9 @@
 rule evaluate_bulk:
     input:
         proportions="results/{dataset}/deconvolution/{bulk}/{model}/proportions.csv",
+        intervals="results/{dataset}/deconvolution/{bulk}/{model}/intervals.csv",
         truth=truth_file,
-        code=library_files("evaluation", "truth"),
+        code=library_files("evaluation", "truth") + TRUST_CODE,
     output:
         summary="results/{dataset}/bulk_evaluation/{bulk}/{model}/summary_stats.csv",
         metrics="results/{dataset}/bulk_evaluation/{bulk}/{model}/metrics.json",

@@ -252,9 +252,10 @@ def all_outputs(wildcards):
             if model in MODULES and MODULES[model][1]:  # learned: has a training log
                 outputs.append(f"results/{dataset}/plots/{model}/training_curves.png")
             for bulk in dataset_bulks(dataset):
-                outputs.append(
-                    f"results/{dataset}/deconvolution/{bulk}/{model}/proportions.csv"
-                )
+                for name in ("proportions", "qc", "intervals"):
+                    outputs.append(
+                        f"results/{dataset}/deconvolution/{bulk}/{model}/{name}.csv"
+                    )
             for bulk in bulks_with_truth(dataset):
                 outputs.append(f"results/{dataset}/plots/bulk_{bulk}/{model}/miami.png")
                 outputs.append(
@@ -500,3 +501,37 @@ def peer_proportion_inputs(wildcards):
     if bulk_entry(wildcards).get("cell_mrna"):
         inputs["cell_mrna"] = bulk_entry(wildcards)["cell_mrna"]
     return inputs
+
+
+# Per-sample trust (deconflow.trust): calibration on the validation mixtures (RNA models), the
+# interval level, quality-row settings.
+TRUST_CODE = library_files("trust", "evaluation", "threads")
+CALIBRATION = "results/{dataset}/models/{model}/calibration.json"
+
+
+def calibration_inputs(wildcards):
+    """The model's calibration.json (RNA datasets; methylation models are not calibrated)."""
+    if modality(wildcards) == "rna":
+        return {"calibration": CALIBRATION.format(**wildcards)}
+    return {}
+
+
+def calibration_settings(wildcards):
+    """What calibrate_model depends on: every `intervals` key but `level`."""
+    return {k: v for k, v in config.get("intervals", {}).items() if k != "level"}
+
+
+def interval_level(wildcards):
+    return float(config.get("intervals", {}).get("level", 0.9))
+
+
+def qc_settings(wildcards):
+    """`qc` settings and the dataset's `plausible_fractions`."""
+    return {
+        "min_overlap_fraction": float(
+            config.get("qc", {}).get("min_overlap_fraction", 0.5)
+        ),
+        "plausible_fractions": dict(
+            dataset_config(wildcards).get("plausible_fractions") or {}
+        ),
+    }

@@ -1,22 +1,36 @@
-# Deconvolution of the dataset's real bulk samples with each fitted model, one job per named bulk.
+# Deconvolution of the dataset's real bulk samples with each fitted model, one job per named bulk:
+# proportions, calibrated intervals and one quality row per sample (deconflow.trust).
 
 
 rule deconvolve_bulk:
     input:
         unpack(deconvolution_inputs),
+        unpack(calibration_inputs),
         model=CHECKPOINT,
         bulk=bulk_file,
-        code=DECONVOLUTION_CODE,
+        code=DECONVOLUTION_CODE + TRUST_CODE,
     output:
         proportions="results/{dataset}/deconvolution/{bulk}/{model}/proportions.csv",
+        intervals="results/{dataset}/deconvolution/{bulk}/{model}/intervals.csv",
+        qc=report(
+            "results/{dataset}/deconvolution/{bulk}/{model}/qc.csv",
+            caption="../report/qc.rst",
+            category="{dataset}: real bulk {bulk}",
+            subcategory="{model}",
+            labels={"table": "quality per sample"},
+        ),
     log:
         "logs/{dataset}/deconvolve_bulk/{bulk}/{model}.log",
     wildcard_constraints:
         model=alternatives(MODELS),
+    benchmark:
+        "benchmarks/{dataset}/deconvolve_bulk/{bulk}/{model}.tsv"
     conda:
         "../../envs/deconflow.yaml"
     params:
         min_overlap=config["deconvolution"]["min_feature_overlap"],
         bulk=bulk_settings,
+        level=interval_level,
+        qc=qc_settings,
     script:
         "../scripts/deconvolve_bulk.py"

@@ -1,11 +1,35 @@
-# Evaluation on held-out test mixtures, per model, then one side-by-side table.
+# Calibration of every RNA model's intervals on the validation mixtures, evaluation on held-out
+# test mixtures (accuracy and interval coverage) per model, then one side-by-side table.
+
+
+rule calibrate_model:
+    input:
+        model=CHECKPOINT,
+        val=mixture_file("val"),
+        code=EVALUATION_CODE + TRUST_CODE,
+    output:
+        calibration=CALIBRATION,
+    log:
+        "logs/{dataset}/calibrate_model/{model}.log",
+    benchmark:
+        "benchmarks/{dataset}/calibrate_model/{model}.tsv"
+    wildcard_constraints:
+        dataset=alternatives(datasets_of("rna")),
+    conda:
+        "../../envs/deconflow.yaml"
+    params:
+        settings=calibration_settings,
+        seed=config["seed"],
+    script:
+        "../scripts/calibrate_model.py"
 
 
 rule evaluate_model:
     input:
+        unpack(calibration_inputs),
         model=CHECKPOINT,
         test=mixture_file("test"),
-        code=EVALUATION_CODE,
+        code=EVALUATION_CODE + TRUST_CODE,
     output:
         summary="results/{dataset}/evaluation/{model}/summary_stats.csv",
         metrics="results/{dataset}/evaluation/{model}/metrics.json",
@@ -20,6 +44,7 @@ rule evaluate_model:
     params:
         presence_threshold=config["evaluation"]["presence_threshold"],
         modality=modality,
+        level=interval_level,
     script:
         "../scripts/evaluate_model.py"
 

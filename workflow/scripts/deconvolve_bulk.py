@@ -1,4 +1,5 @@
-"""Deconvolve the dataset's real bulk samples (same code as `deconflow deconvolve`)."""
+"""Deconvolve the dataset's real bulk samples, with intervals and quality rows (same code as
+`deconflow deconvolve --intervals --qc`)."""
 
 from deconflow.deconvolve import deconvolve_file
 from deconflow.logs import script_logging
@@ -12,6 +13,7 @@ with script_logging(snakemake.log[0]) as log:
     settings["cell_mrna"] = inputs.get("cell_mrna") or None  # the bulk's mRNA per cell (RNA; refused for methylation)
     table = deconvolve_file(
         inputs.model, bulk if len(bulk) > 1 else bulk[0], snakemake.output.proportions, snakemake.params.min_overlap,
-        **settings,
+        intervals=snakemake.params.level, qc=True, calibration=inputs.get("calibration") or None,
+        **snakemake.params.qc, **settings,
     )
     log.info("proportions:\n%s", table.round(3).to_string())

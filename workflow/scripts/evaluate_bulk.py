@@ -1,4 +1,4 @@
-"""Score one model's proportions of a real bulk against its measured fractions (truth)."""
+"""Score one model's proportions (and intervals) of a real bulk against its measured fractions (truth)."""
 
 from deconflow.io import write_json, write_table
 from deconflow.logs import script_logging
@@ -8,9 +8,10 @@ with script_logging(snakemake.log[0]) as log:
     truth = snakemake.params.truth
     summary, metrics = evaluate_bulk_file(
         snakemake.input.proportions, snakemake.input.truth, truth["truth_groups"], truth["bulk_path"], truth["key"],
-        snakemake.params.presence_threshold,
+        snakemake.params.presence_threshold, intervals_path=snakemake.input.intervals,
     )
     write_table(summary, snakemake.output.summary, index=False)
     write_json(metrics, snakemake.output.metrics)
-    log.info("%s on %s: mean group r %.3f, CCC %.3f, MAE %.4f (unrenormalised %.4f)", snakemake.wildcards.model,
-             snakemake.wildcards.bulk, metrics["mean_r"], metrics["ccc"], metrics["mae"], metrics["mae_unrenormalised"])
+    log.info("%s on %s: mean group r %.3f, CCC %.3f, MAE %.4f (unrenormalised %.4f); intervals cover %.3f of (sample, group) "
+             "pairs, mean width %.4f", snakemake.wildcards.model, snakemake.wildcards.bulk, metrics["mean_r"], metrics["ccc"],
+             metrics["mae"], metrics["mae_unrenormalised"], metrics["interval_coverage"], metrics["interval_mean_width"])

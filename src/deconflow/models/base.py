@@ -94,6 +94,30 @@ class FittedModel(ABC):
         the others only see the fractions, uncovered regions as NaN (``predict_partial``)."""
         return self.predict_partial(features)
 
+    def predict_quiet(self, features: np.ndarray) -> np.ndarray:
+        """``predict_partial`` without per-call log lines (used for the many gene-masked
+        replicates of ``deconflow.trust``)."""
+        return self.predict_partial(features)
+
+    def held_out_estimates(self, features: np.ndarray, truth: np.ndarray) -> np.ndarray:
+        """Estimates of the validation mixtures as if they had not been used to fit the model,
+        for calibrating intervals on them (split conformal needs out-of-sample errors). Default:
+        the prediction (the model fitted nothing on them); HP-VADE cross-fits its stacking."""
+        return self.predict_quiet(features)
+
+    def used_features(self) -> np.ndarray:
+        """Indices of the features the model's answer depends on (all by default; NNLS: its markers)."""
+        return np.arange(len(self.feature_names))
+
+    def relative_residual(self, features: np.ndarray) -> np.ndarray | None:
+        """Per-sample relative residual ||x - S·m|| / ||x|| of the model's own signature fit over
+        the observed features, in the space that fit uses; None for models without one."""
+        return None
+
+    def fallback_rows(self, features: np.ndarray) -> np.ndarray:
+        """Bool per sample: the model answered with a fallback instead of its normal output."""
+        return np.zeros(np.atleast_2d(features).shape[0], dtype=bool)
+
     @abstractmethod
     def state(self) -> dict:
         """Everything needed to rebuild the model (arrays, tensors, settings)."""

@@ -551,6 +551,57 @@ class HPVADEModel(FittedModel):
                         int(far.sum()), len(far), float(self.net.fallback_residual), np.flatnonzero(far).tolist())
         return self.predict(features)
 
+    def predict_quiet(self, features: np.ndarray) -> np.ndarray:
+        """``predict`` without log lines, in large batches (the batched NNLS priors' iterations
+        cost the same for 1 or 4,096 rows), fallback rows through the nnls model's reduced solver."""
+        proportions = predict_in_batches(self.net.proportions, features, len(self.cell_types), 4096)
+        far = self.off_distribution(features)
+        if far.any():
+            proportions[far] = self.linear_fit_model().predict_quiet(np.asarray(features)[far])
+        return proportions
+
+    def held_out_estimates(self, features: np.ndarray, truth: np.ndarray, n_folds: int = 2) -> np.ndarray:
+        """The stacking coefficients were fitted on the validation mixtures, so their own
+        predictions of them are in-sample. Cross-fitted instead: for each of ``n_folds`` folds
+        (sample i in fold i mod n_folds) the coefficients are refitted on the other folds
+        (``fit_blend_weights``, the all-gene prior only if the model uses it) and applied to the
+        fold; the out-of-distribution fallback applies as in ``proportions``."""
+        net = self.net
+        if not net.nnls_blend:
+            return self.predict_quiet(features)
+        with torch.no_grad():
+            parts = [predict_in_batches(fn, features, self.net.n_types, 4096) for fn in (
+                lambda x: torch.softmax(net.proportion_logits(x).float(), dim=1), net.nnls_prior, net.plain_prior)]
+        p_net, p_linear, p_plain = (torch.from_numpy(p) for p in parts)
+        use_plain = bool((net.blend_plain > 0).any())
+        truth = torch.as_tensor(np.asarray(truth, dtype=np.float64))
+        fold = np.arange(len(features)) % n_folds
+        out = torch.zeros_like(p_net)
+        for f in range(n_folds):
+            fit, apply = torch.from_numpy(fold != f), torch.from_numpy(fold == f)
+            coefs = fit_blend_weights(p_net[fit], p_linear[fit], truth[fit], p_plain[fit] if use_plain else None)
+            if use_plain:
+                out[apply] = blend(p_net[apply], torch.stack([p_linear[apply], p_plain[apply]]), coefs[0].double(),
+                                   torch.stack([coefs[1], coefs[2]]).double()[:, None, :])
+            else:
+                out[apply] = blend(p_net[apply], p_linear[apply], coefs[0].double(), coefs[1].double())
+        out = out.numpy()
+        far = self.fallback_rows(features)
+        if far.any():
+            out[far] = self.linear_fit_model().predict_quiet(np.asarray(features)[far])
+        return out
+
+    def relative_residual(self, features: np.ndarray) -> np.ndarray | None:
+        """The all-gene NNLS fit's relative residual, the one the out-of-distribution fallback
+        compares with its threshold (None when the model has no NNLS priors)."""
+        if not self.net.nnls_blend:
+            return None
+        return predict_in_batches(lambda x: self.net.plain_fit(x)[1][:, None], features, 1)[:, 0]
+
+    def fallback_rows(self, features: np.ndarray) -> np.ndarray:
+        """Samples that got the linear-fit prior alone (``ood_fallback``)."""
+        return self.off_distribution(features)
+
     def signature_cpm(self) -> pd.DataFrame:
         with torch.no_grad():
             S = self.net.signature_cpm().double().numpy()
