@@ -11,6 +11,8 @@ rule deconvolve_bulk:
         proportions="results/{dataset}/deconvolution/{bulk}/{model}/proportions.csv",
     log:
         "logs/{dataset}/deconvolve_bulk/{bulk}/{model}.log",
+    benchmark:
+        "benchmarks/{dataset}/deconvolve_bulk/{bulk}/{model}.tsv"
     conda:
         "../../envs/deconflow.yaml"
     params:
