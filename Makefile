@@ -9,7 +9,7 @@ ENV := PATH="$(BIN):$$PATH"
 WHEELS ?= /opt/wheels
 PIP_EXTRA := $(if $(wildcard $(WHEELS)),--find-links $(WHEELS),)
 
-.PHONY: run test dry-run report bench bench-real bench-linear-fit lint clean-results
+.PHONY: run test dry-run report bench bench-real bench-linear-fit bench-scale lint clean-results
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ bench: $(STAMP)
 # what was tried to make HP-VADE hold up on the real DAISM calibration cohort (needs `make run` first)
 bench-real: $(STAMP)
 	$(ENV) python -m deconflow.benchmarks.real_bulk --results results/pbmc --dataset pbmc --bulk daism
+
+# memory and time per rule of the default pipeline on synthetic references of 20k-300k cells
+# (BENCH_SCALE_ARGS="--sizes 1000000 --max-gb 10" for an atlas-sized one; see the module docstring)
+bench-scale: $(STAMP)
+	$(ENV) nice -n 10 python -m deconflow.benchmarks.scale $(BENCH_SCALE_ARGS)
 
 # the linear fit's settings on validation mixtures (clean / shifted) beside the real cohort (needs `make run` first)
 bench-linear-fit: $(STAMP)
