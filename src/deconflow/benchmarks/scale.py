@@ -2,7 +2,7 @@
 figures, it is not a test; `make bench-scale`).
 
     python -m deconflow.benchmarks.scale [--sizes 20000 100000 300000] [--epochs 3] [--max-gb 10]
-                                         [--workdir DIR] [--keep]
+                                         [--until RULE ...] [--workdir DIR] [--keep]
 
 For every size N it builds a synthetic reference from the embedded one (``resources/pbmc``):
 N cells drawn per cell type in the embedded proportions (stratified), each a binomial-thinned
@@ -180,12 +180,13 @@ def bench_config(project: Path, dataset: str, reference: Path, epochs: int) -> d
     return config
 
 
-def run_size(project: Path, reference: Path, n_cells: int, epochs: int, max_bytes: float) -> tuple[pd.DataFrame, dict]:
+def run_size(project: Path, reference: Path, n_cells: int, epochs: int, max_bytes: float,
+             until: list[str] | None = None) -> tuple[pd.DataFrame, dict]:
     dataset = f"scale{n_cells}"
     config_path = project / f"config_{dataset}.yaml"
     config_path.write_text(yaml.safe_dump(bench_config(project, dataset, reference, epochs)))
     cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/local", "--configfile", str(config_path),
-           "--quiet", "rules"]
+           "--quiet", "rules"] + (["--until", *until] if until else [])
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=project, env=project_env(project), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -227,6 +228,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=3, help="hpvade epochs")
     parser.add_argument("--thin", type=float, default=0.9, help="binomial thinning probability of every count")
     parser.add_argument("--max-gb", type=float, default=10.0, help="watchdog: kill a run whose jobs hold more together")
+    parser.add_argument("--until", nargs="+", default=None,
+                        help="run only up to these rules (e.g. train_model fit_baseline: the jobs that read the reference)")
     parser.add_argument("--workflow-dir", default=".", help="folder with the Snakefile and resources/")
     parser.add_argument("--workdir", default=None, help="where to build (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
@@ -242,7 +245,7 @@ def main(argv=None) -> int:
             figures = synthetic_reference(source / "resources" / "pbmc" / "reference.h5ad", reference, n_cells, args.thin)
             print(f"\n== {n_cells:,} cells: {figures['nnz_per_cell']:.0f} non-zeros per cell, h5ad {figures['file_gb']:.2f} GB "
                   f"(built in {time.perf_counter() - start:.0f} s)", flush=True)
-            table, summary = run_size(project, reference, n_cells, args.epochs, args.max_gb * 1e9)
+            table, summary = run_size(project, reference, n_cells, args.epochs, args.max_gb * 1e9, args.until)
             tables[n_cells] = table
             summaries.append({"cells": n_cells, "file_gb": figures["file_gb"], **summary,
                               "largest_job_gb": table["sampled_peak_gb"].max(),
