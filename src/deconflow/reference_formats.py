@@ -370,7 +370,11 @@ class ReferenceSource:
                 # the file's rows first..stop-1 hold at most chunk_nnz non-zeros (at least one row)
                 stop = max(first + 1, int(np.searchsorted(indptr, indptr[first] + chunk_nnz, side="right")) - 1)
                 end = int(np.searchsorted(file_rows, stop, side="left"))
-                block = sp.csr_matrix(matrix[first:stop])
+                try:
+                    block = sp.csr_matrix(matrix[first:stop])
+                except Exception as exc:  # a damaged chunk of the file
+                    raise DeconflowError(self.path, f"cannot be read as h5ad (rows {first}-{stop - 1}: {type(exc).__name__}: {exc})",
+                                         "the file is truncated or corrupt; re-export or re-download it") from None
                 wanted = file_rows[start:end] - first
                 if len(wanted) != stop - first:
                     block = block[wanted]
@@ -427,11 +431,50 @@ def _is_csr_group(node) -> bool:
     return isinstance(node, h5py.Group) and node.attrs.get("encoding-type") in ("csr_matrix", b"csr_matrix")
 
 
+def _lean_matrix(h5, path: Path, counts_layer):
+    """(obs, var, raw var, h5 path of the raw counts, where they were found) of an open h5ad,
+    or None when its counts matrix is not CSR; raw counts checked chunk by chunk."""
+    from anndata.io import read_elem
+
+    layers = list(h5["layers"].keys()) if "layers" in h5 else []
+    candidates = [f"layers/{counts_layer}"] if counts_layer else ["X", "raw/X"]
+    if not all(_is_csr_group(h5.get(name)) for name in candidates if name in h5):
+        return None
+    shim = SimpleNamespace(layers={name: None for name in layers})
+    obs = read_elem(h5["obs"])
+    var = read_elem(h5["var"])
+    raw_var = read_elem(h5["raw/var"]) if "raw/var" in h5 else None
+    if counts_layer:
+        if counts_layer not in layers:
+            raise DeconflowError(path, f"counts layer {counts_layer!r} not found (layers: {layers})",
+                                 "set `counts_layer` to the layer with raw counts, or null to use .X")
+        ok, why = _check_counts_chunked(h5[f"layers/{counts_layer}/data"])
+        if not ok:
+            _refuse(path, why, f"layer {counts_layer!r}", shim)
+        group, where = f"layers/{counts_layer}", f"layer {counts_layer!r}"
+    else:
+        ok_x, why_x = _check_counts_chunked(h5["X/data"])
+        group, where = "X", ".X"
+        if not ok_x:
+            if "NaN" in why_x:
+                raise DeconflowError(path, f"{why_x} in the counts matrix (.X)", "remove or impute the missing values before running deconflow")
+            if "raw/X" not in h5:
+                _refuse(path, why_x + "; there is no .raw", ".X", shim)
+            ok_raw, why_raw = _check_counts_chunked(h5["raw/X/data"])
+            if not ok_raw:
+                _refuse(path, why_x + f"; .raw.X has {why_raw}", ".X", shim)
+            if len(raw_var) != len(var) or not np.array_equal(raw_var.index, var.index):
+                log.info("reference: .X is not raw counts (%s); using .raw.X (%d genes)", why_x, len(raw_var))
+            else:
+                log.info("reference: .X is not raw counts (%s); using .raw.X", why_x)
+            group, where = "raw/X", ".raw.X"
+    return obs, var, raw_var, group, where
+
+
 def _lean_h5ad(path: Path, label_key, counts_layer, donor_key, gene_column, labels):
     """The h5ad's ReferenceSource with its counts on disk, or None when its counts matrix is not
     CSR (then the reference is read into memory)."""
     import h5py
-    from anndata.io import read_elem
 
     if not path.exists():
         raise DeconflowError(path, "reference file does not exist", "check `reference` in the config")
@@ -441,42 +484,16 @@ def _lean_h5ad(path: Path, label_key, counts_layer, donor_key, gene_column, labe
         raise DeconflowError(path, f"cannot be read as h5ad ({type(exc).__name__}: {exc})",
                              "the file is truncated or corrupt; re-export or re-download it") from None
     with h5:
-        layers = list(h5["layers"].keys()) if "layers" in h5 else []
-        candidates = [f"layers/{counts_layer}"] if counts_layer else ["X", "raw/X"]
-        if not all(_is_csr_group(h5.get(name)) for name in candidates if name in h5):
-            return None
-        shim = SimpleNamespace(layers={name: None for name in layers})
         try:
-            obs = read_elem(h5["obs"])
-            var = read_elem(h5["var"])
-            raw_var = read_elem(h5["raw/var"]) if "raw/var" in h5 else None
-        except Exception as exc:
+            found = _lean_matrix(h5, path, counts_layer)
+        except DeconflowError:
+            raise
+        except Exception as exc:  # h5py/anndata raise many types for a corrupt file
             raise DeconflowError(path, f"cannot be read as h5ad ({type(exc).__name__}: {exc})",
                                  "the file is truncated or corrupt; re-export or re-download it") from None
-        if counts_layer:
-            if counts_layer not in layers:
-                raise DeconflowError(path, f"counts layer {counts_layer!r} not found (layers: {layers})",
-                                     "set `counts_layer` to the layer with raw counts, or null to use .X")
-            ok, why = _check_counts_chunked(h5[f"layers/{counts_layer}/data"])
-            if not ok:
-                _refuse(path, why, f"layer {counts_layer!r}", shim)
-            group, where = f"layers/{counts_layer}", f"layer {counts_layer!r}"
-        else:
-            ok_x, why_x = _check_counts_chunked(h5["X/data"])
-            group, where = "X", ".X"
-            if not ok_x:
-                if "NaN" in why_x:
-                    raise DeconflowError(path, f"{why_x} in the counts matrix (.X)", "remove or impute the missing values before running deconflow")
-                if "raw/X" not in h5:
-                    _refuse(path, why_x + "; there is no .raw", ".X", shim)
-                ok_raw, why_raw = _check_counts_chunked(h5["raw/X/data"])
-                if not ok_raw:
-                    _refuse(path, why_x + f"; .raw.X has {why_raw}", ".X", shim)
-                if len(raw_var) != len(var) or not np.array_equal(raw_var.index, var.index):
-                    log.info("reference: .X is not raw counts (%s); using .raw.X (%d genes)", why_x, len(raw_var))
-                else:
-                    log.info("reference: .X is not raw counts (%s); using .raw.X", why_x)
-                group, where = "raw/X", ".raw.X"
+    if found is None:
+        return None
+    obs, var, raw_var, group, where = found
     if where == ".raw.X":
         var = raw_var
     obs_names, var_names = obs.index.astype(str), var.index.astype(str)
