@@ -91,6 +91,13 @@ def synthetic_reference(source: Path, out: Path, n_cells: int, thin: float = 0.9
     return {"cells": n_cells, "nnz_per_cell": nnz / n_cells, "file_gb": out.stat().st_size / 1e9}
 
 
+def _nnz(path: Path) -> int:
+    import h5py
+
+    with h5py.File(path, "r") as h5:
+        return int(h5["X/data"].shape[0])
+
+
 # --------------------------------------------------------------------------- memory sampling
 def _hwm_bytes(pid: int) -> int:
     """The process's peak resident memory so far (VmHWM), in bytes; 0 when it is gone."""
@@ -233,6 +240,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workflow-dir", default=".", help="folder with the Snakefile and resources/")
     parser.add_argument("--workdir", default=None, help="where to build (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--reference-dir", default=None,
+                        help="keep the synthetic references here and reuse those already there (reference_<N>.h5ad)")
+    parser.add_argument("--build-only", action="store_true", help="only build the references (with --reference-dir)")
     args = parser.parse_args(argv)
     source = Path(args.workflow_dir).resolve()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="deconflow-scale-"))
@@ -240,11 +250,19 @@ def main(argv=None) -> int:
     tables, summaries = {}, []
     try:
         for n_cells in args.sizes:
-            reference = work / "references" / f"reference_{n_cells}.h5ad"
+            folder = Path(args.reference_dir) if args.reference_dir else work / "references"
+            reference = folder / f"reference_{n_cells}.h5ad"
             start = time.perf_counter()
-            figures = synthetic_reference(source / "resources" / "pbmc" / "reference.h5ad", reference, n_cells, args.thin)
+            if args.reference_dir and reference.exists():
+                figures = {"nnz_per_cell": _nnz(reference) / n_cells, "file_gb": reference.stat().st_size / 1e9}
+                built = "reused"
+            else:
+                figures = synthetic_reference(source / "resources" / "pbmc" / "reference.h5ad", reference, n_cells, args.thin)
+                built = f"built in {time.perf_counter() - start:.0f} s"
             print(f"\n== {n_cells:,} cells: {figures['nnz_per_cell']:.0f} non-zeros per cell, h5ad {figures['file_gb']:.2f} GB "
-                  f"(built in {time.perf_counter() - start:.0f} s)", flush=True)
+                  f"({built})", flush=True)
+            if args.build_only:
+                continue
             table, summary = run_size(project, reference, n_cells, args.epochs, args.max_gb * 1e9, args.until)
             tables[n_cells] = table
             summaries.append({"cells": n_cells, "file_gb": figures["file_gb"], **summary,
@@ -254,7 +272,8 @@ def main(argv=None) -> int:
                 print(table.sort_values("job").to_string(index=False, float_format=lambda v: f"{v:.2f}"))
             print(f"whole run {summary['wall_s']:.0f} s, {summary['status']}; largest sum of concurrent jobs "
                   f"{summary['peak_concurrent_gb']:.2f} GB", flush=True)
-            reference.unlink()
+            if not args.reference_dir:
+                reference.unlink()
             if summary["status"] != "ok":
                 break
         print("\n== summary")
