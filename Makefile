@@ -9,7 +9,7 @@ ENV := PATH="$(BIN):$$PATH"
 WHEELS ?= /opt/wheels
 PIP_EXTRA := $(if $(wildcard $(WHEELS)),--find-links $(WHEELS),)
 
-.PHONY: run test dry-run report bench bench-real bench-linear-fit bench-intervals lint clean-results
+.PHONY: run test dry-run report bench bench-real bench-linear-fit bench-intervals bench-scale lint clean-results
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ bench-real: $(STAMP)
 # seconds for calibrated intervals + qc rows of 2,000 bulk-like samples (needs `make run` first)
 bench-intervals: $(STAMP)
 	$(ENV) python -m deconflow.benchmarks.intervals --results results/pbmc --models nnls hpvade --n-samples 2000
+
+# memory and time per rule of the default pipeline on synthetic references of 20k-300k cells
+# (BENCH_SCALE_ARGS="--sizes 1000000 --max-gb 10" for an atlas-sized one; see the module docstring)
+bench-scale: $(STAMP)
+	$(ENV) nice -n 10 python -m deconflow.benchmarks.scale $(BENCH_SCALE_ARGS)
 
 # the linear fit's settings on validation mixtures (clean / shifted) beside the real cohort (needs `make run` first)
 bench-linear-fit: $(STAMP)

@@ -135,10 +135,25 @@ def read_reference(
     gene_column: str | None = None,
 ) -> Reference:
     """Read a reference (h5ad, Cell Ranger ``.h5`` or 10x matrix folder) and validate that it
-    holds raw integer counts; see ``deconflow.reference_formats``."""
-    from .reference_formats import read_any_reference
+    holds raw integer counts; see ``deconflow.reference_formats``. The counts are read a chunk
+    of rows at a time (h5ad), so the file's integer matrix and its float32 copy are never held
+    at once."""
+    return open_reference(path, label_key, counts_layer, donor_key, labels=labels, gene_column=gene_column).load()
 
-    return read_any_reference(path, label_key, counts_layer, donor_key, labels=labels, gene_column=gene_column)
+
+def open_reference(
+    path: str | Path,
+    label_key: str = "cell_type",
+    counts_layer: str | None = None,
+    donor_key: str | None = None,
+    labels: str | None = None,
+    gene_column: str | None = None,
+):
+    """The reference validated like ``read_reference``, its counts left on disk (h5ad with a CSR
+    matrix) and read a chunk of rows at a time: ``deconflow.reference_formats.ReferenceSource``."""
+    from .reference_formats import open_reference as _open
+
+    return _open(path, label_key, counts_layer, donor_key, labels=labels, gene_column=gene_column)
 
 
 def write_reference_h5ad(

@@ -86,38 +86,56 @@ def selection_matrix(
     return sp.csr_matrix((data, (rows, cols)), shape=(n_mix, n_cells_total))  # duplicates are summed
 
 
-#: dense BLAS is used while the pool's dense count matrix stays below this many entries (~800 MB)
-MAX_DENSE_ENTRIES = 200_000_000
+#: a chunk's counts are multiplied as dense float32 BLAS while its dense matrix stays below this
+#: many entries (~100 MB); larger chunks keep scipy's sparse product (both exact, see below)
+MAX_DENSE_ENTRIES = 25_000_000
 
 
-def sum_selected_counts(W: sp.csr_matrix, counts: sp.csr_matrix, cells_per_mixture: int) -> np.ndarray:
-    """Raw-count sums of every mixture (dense mixtures x genes), exactly.
+def in_memory_chunks(counts: sp.csr_matrix, rows_per_chunk: int | None = None):
+    """``(positions, counts)`` chunks of an in-memory matrix (one chunk by default), the form in
+    which ``sum_selected_counts`` and ``deconflow.signature.cell_type_means_chunked`` read cells."""
+    counts = sp.csr_matrix(counts)
+    step = rows_per_chunk or max(1, counts.shape[0])
+    for start in range(0, counts.shape[0], step):
+        positions = np.arange(start, min(counts.shape[0], start + step))
+        yield positions, counts[start : start + step]
 
-    A dense BLAS product is ~3x faster than scipy's sparse x sparse product here, and exact in
-    float32 as long as every per-gene sum stays below 2**24 (integers are then represented
-    exactly, whatever the summation order or thread count); beyond that float64 is used. Large
-    references (dense matrix over MAX_DENSE_ENTRIES) keep the sparse product.
+
+def sum_selected_counts(W: sp.csr_matrix, chunks, n_genes: int, cells_per_mixture: int) -> np.ndarray:
+    """Raw-count sums of every mixture (dense float64 mixtures x genes), exactly.
+
+    ``chunks``: ``(positions, counts)`` pairs covering the pool's cells (``positions`` are
+    columns of W, ``counts`` their cells x genes CSR raw counts), read one at a time, so memory
+    is the output plus one chunk whatever the pool's size. Every partial sum is an integer
+    below 2**53 in float64, so the result is exact and does not depend on the chunking, the
+    summation order or the thread count. A small chunk is multiplied as dense BLAS (float32 when
+    every per-gene sum stays below 2**24, where float32 is exact too), a larger one as a scipy
+    sparse product.
     """
-    n_cells, n_genes = counts.shape
-    if n_cells * n_genes > MAX_DENSE_ENTRIES:
-        return np.asarray((W @ counts).todense(), dtype=np.float64)
-    max_count = float(counts.max()) if counts.nnz else 0.0
-    dtype = np.float32 if max_count * cells_per_mixture < 2**24 else np.float64
-    return (W.toarray().astype(dtype) @ counts.toarray().astype(dtype)).astype(np.float64)
+    W = sp.csc_matrix(W)
+    summed = np.zeros((W.shape[0], n_genes), dtype=np.float64)
+    for positions, counts in chunks:
+        part_w = W[:, positions]
+        if part_w.nnz == 0:
+            continue
+        counts = sp.csr_matrix(counts)
+        if counts.shape[0] * n_genes <= MAX_DENSE_ENTRIES:
+            max_count = float(counts.max()) if counts.nnz else 0.0
+            dtype = np.float32 if max_count * cells_per_mixture < 2**24 else np.float64
+            summed += part_w.toarray().astype(dtype) @ counts.toarray().astype(dtype)
+            continue
+        part = sp.csr_matrix(part_w.astype(np.float64) @ counts.astype(np.float64))
+        if part.nnz * 2 > summed.size:
+            summed += part.toarray()
+        else:  # a CSR product holds each (mixture, gene) once: plain fancy-index addition is exact
+            part = part.tocoo()
+            summed[part.row, part.col] += part.data
+    return summed
 
 
-def make_pseudobulk(
-    counts: sp.csr_matrix,
-    labels: np.ndarray,
-    cell_types: list[str],
-    settings: MixtureSettings,
-    seed: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Return (CPM float32 mixtures x genes, true proportions float64 mixtures x types).
-
-    The true proportions are the realised cell fractions (cells of each type / cells per
-    mixture), i.e. exactly what was sampled.
-    """
+def draw_selection(labels: np.ndarray, cell_types: list[str], settings: MixtureSettings, seed: int):
+    """The mixtures' selection matrix W (mixtures x pool cells) and true proportions, from the
+    pool's labels only (see ``make_pseudobulk``)."""
     rng = np.random.default_rng(seed)
     labels = np.asarray(labels).astype(str)
     pools = [np.flatnonzero(labels == t) for t in cell_types]
@@ -126,10 +144,34 @@ def make_pseudobulk(
         raise ValueError(f"no cells of types {empty} in this pool")
     target = sample_proportions(settings.n_mixtures, len(cell_types), rng, settings)
     n_per_type = cells_per_type(target, settings.cells_per_mixture)
-    W = selection_matrix(n_per_type, pools, counts.shape[0], rng)
-    summed = sum_selected_counts(W, sp.csr_matrix(counts), settings.cells_per_mixture)
+    W = selection_matrix(n_per_type, pools, len(labels), rng)
+    return W, n_per_type / settings.cells_per_mixture
+
+
+def make_pseudobulk(
+    counts: sp.csr_matrix,
+    labels: np.ndarray,
+    cell_types: list[str],
+    settings: MixtureSettings,
+    seed: int,
+    chunks=None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return (CPM float32 mixtures x genes, true proportions float64 mixtures x types).
+
+    The true proportions are the realised cell fractions (cells of each type / cells per
+    mixture), i.e. exactly what was sampled. ``counts``: pool cells x genes raw counts (CSR), or
+    None when ``chunks`` gives them a few rows at a time: an iterable of ``(positions, counts)``
+    pairs over the pool with an ``n_genes`` attribute (``pseudobulk_for_split`` reads the
+    reference file so); the result is the same either way.
+    """
+    W, proportions = draw_selection(labels, cell_types, settings, seed)
+    if chunks is None:
+        counts = sp.csr_matrix(counts)
+        chunks, n_genes = in_memory_chunks(counts), counts.shape[1]
+    else:
+        n_genes = chunks.n_genes
+    summed = sum_selected_counts(W, chunks, n_genes, settings.cells_per_mixture)
     mixtures = cpm(summed).astype(np.float32)
-    proportions = n_per_type / settings.cells_per_mixture
     return mixtures, proportions
 
 
@@ -148,8 +190,24 @@ def naive_pseudobulk(counts, labels, cell_types, settings: MixtureSettings, seed
     return out.astype(np.float32), n_per_type / settings.cells_per_mixture
 
 
+class _PoolChunks:
+    """The pool's counts chunk by chunk: from a ``ReferenceSource`` (read from the file, once) or
+    an in-memory ``Reference``."""
+
+    def __init__(self, reference, rows: np.ndarray):
+        self.reference, self.rows, self.n_genes = reference, rows, len(reference.genes)
+
+    def __iter__(self):
+        if hasattr(self.reference, "chunks"):
+            return iter(self.reference.chunks(self.rows))
+        return in_memory_chunks(sp.csr_matrix(self.reference.counts)[self.rows])
+
+
 def pseudobulk_for_split(reference, splits: np.ndarray, split: str, settings: MixtureSettings, seed: int, out_path) -> dict:
     """Make and write the mixtures of one split from its own cells; returns a summary for the log.
+
+    ``reference``: a ``deconflow.reference_formats.ReferenceSource`` (counts read from the file
+    a chunk at a time, one pass) or an in-memory ``deconflow.io.Reference``.
 
     Every reference cell type must have cells in this split (otherwise its proportion could not
     be realised): the error names the type and the fix.
@@ -168,7 +226,8 @@ def pseudobulk_for_split(reference, splits: np.ndarray, split: str, settings: Mi
             f"cell types {missing} have no cells in the {split} split",
             "give these types more cells (or donors), merge them, or drop them from the reference",
         )
-    features, proportions = make_pseudobulk(reference.counts[members], labels, cell_types, settings, seed)
+    features, proportions = make_pseudobulk(None, labels, cell_types, settings, seed,
+                                            chunks=_PoolChunks(reference, np.flatnonzero(members)))
     write_mixtures(
         out_path,
         features,

@@ -45,12 +45,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from . import __version__
 from .cell_content import reference_cell_size
 from .errors import DeconflowError
 from .evaluation import compute_metrics
-from .io import MixtureSet, file_checksum, read_mixtures, read_reference, read_signature, write_table
+from .io import MixtureSet, file_checksum, open_reference, read_mixtures, read_signature, write_table
 from .models import MODULES, from_checkpoint, module_for
 from .models.base import FittedModel, Learner, LearnerContext, read_checkpoint, save_checkpoint
 from .normalize import cpm
@@ -669,13 +670,27 @@ def _try_resume(path, identity: dict) -> dict | None:
 
 
 # --------------------------------------------------------------------------- from files
+def subsample_rows(n: int, max_cells: int | None, seed: int) -> np.ndarray:
+    """Sorted positions of at most ``max_cells`` of ``n`` cells, drawn without replacement with
+    ``numpy.random.default_rng(seed)``: the cells HP-VADE's VAE branch keeps (all when
+    ``n <= max_cells`` or ``max_cells`` is None). Drawn before any cell is read, so that only
+    these are read and normalised."""
+    if max_cells is None or n <= max_cells:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=max_cells, replace=False))
+
+
 def read_training_cells(reference_path, split_path, feature_names, cell_types, label_key="cell_type", counts_layer=None,
-                        labels=None, gene_column=None):
+                        labels=None, gene_column=None, max_cells=None, seed=0):
     """CPM of the train- and val-pool single cells over ``feature_names`` (CPM over all genes).
 
     Returns (cells_train, labels_train, cells_val, labels_val); labels are indices into cell_types.
+    With ``max_cells``, each pool keeps ``subsample_rows(pool size, max_cells, seed)`` of its
+    cells, chosen before reading: only those rows are read from the reference (a chunk at a
+    time), so memory does not grow with the reference beyond ``max_cells`` cells.
     """
-    reference = read_reference(reference_path, label_key=label_key, counts_layer=counts_layer, labels=labels, gene_column=gene_column)
+    reference = open_reference(reference_path, label_key=label_key, counts_layer=counts_layer, labels=labels, gene_column=gene_column)
     cell_split = read_split(split_path, reference.cell_ids)
     gene_index = pd.Index(reference.genes).get_indexer(pd.Index(feature_names))
     if np.any(gene_index < 0):
@@ -688,7 +703,9 @@ def read_training_cells(reference_path, split_path, feature_names, cell_types, l
         if len(keep) == 0:
             out += [None, None]
             continue
-        cells = cpm(reference.counts[keep])[:, gene_index].tocsr().astype(np.float32)
+        keep = keep[subsample_rows(len(keep), max_cells, seed)]
+        blocks = [cpm(block)[:, gene_index].tocsr().astype(np.float32) for _, block in reference.chunks(keep)]
+        cells = sp.csr_matrix(sp.vstack(blocks, format="csr"))
         out += [cells, np.array([type_index[lab] for lab in reference.labels[keep]], dtype=np.int64)]
     return tuple(out)
 
@@ -731,9 +748,12 @@ def train_from_files(
     checksums = {name: file_checksum(p) for name, p in inputs.items() if p}
     context = LearnerContext(seed=seed)
     if modality == "rna" and reference_path and split_path and getattr(module_for(model_name), "USES_CELLS", False):
+        # the cells the model keeps (its max_cells) are chosen before the reference is read
+        max_cells = resolve_settings(model_name, settings).get("max_cells")
         cells = read_training_cells(reference_path, split_path, features, list(signature.columns),
                                     dataset.get("label_key", "cell_type"), dataset.get("counts_layer"),
-                                    dataset.get("labels"), dataset.get("gene_column"))
+                                    dataset.get("labels"), dataset.get("gene_column"),
+                                    max_cells=None if max_cells is None else int(max_cells), seed=seed)
         context.cells_train, context.labels_train, context.cells_val, context.labels_val = cells
     provenance = {"inputs": {k: str(v) for k, v in inputs.items() if v}, "input_checksums": checksums, "dataset": dict(dataset),
                   "reference_cell_size": reference_cell_size(signature)}

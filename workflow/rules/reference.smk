@@ -34,6 +34,8 @@ rule convert_pbmc:
         bulk="resources/pbmc/bulk.tsv",
     log:
         "logs/resources/convert_pbmc.log",
+    benchmark:
+        "benchmarks/resources/convert_pbmc.tsv"
     conda:
         "../../envs/deconflow.yaml"
     script:
@@ -108,6 +110,8 @@ rule split_reference:
         cells="results/{dataset}/split/cells.tsv",
     log:
         "logs/{dataset}/split_reference.log",
+    benchmark:
+        "benchmarks/{dataset}/split_reference.tsv"
     conda:
         "../../envs/deconflow.yaml"
     params:

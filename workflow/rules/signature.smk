@@ -12,6 +12,8 @@ rule build_signature:
         library_size="results/{dataset}/signature/cell_library_size.tsv",
     log:
         "logs/{dataset}/build_signature.log",
+    benchmark:
+        "benchmarks/{dataset}/build_signature.tsv"
     wildcard_constraints:
         dataset=alternatives(datasets_of("rna")),
     conda:

@@ -11,6 +11,8 @@ rule fit_baseline:
         best="results/{dataset}/models/{model}/checkpoint_best.pt",
     log:
         "logs/{dataset}/fit_baseline/{model}.log",
+    benchmark:
+        "benchmarks/{dataset}/fit_baseline/{model}.tsv"
     wildcard_constraints:
         model=alternatives(BASELINE_MODELS),
     conda:

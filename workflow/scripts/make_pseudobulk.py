@@ -2,14 +2,14 @@
 
 import time
 
-from deconflow.io import read_reference
+from deconflow.io import open_reference
 from deconflow.logs import script_logging
 from deconflow.pseudobulk import MixtureSettings, pseudobulk_for_split
 from deconflow.split import read_split
 
 with script_logging(snakemake.log[0]) as log:
     reader = snakemake.params.reader
-    reference = read_reference(
+    reference = open_reference(
         snakemake.input.reference, reader["label_key"], reader["counts_layer"], reader["donor_key"],
         labels=reader["labels"], gene_column=reader["gene_column"],
     )

@@ -1,14 +1,15 @@
-"""Assign every reference cell to train / val / test."""
+"""Assign every reference cell to train / val / test (labels only: the counts stay on disk)."""
 
 import pandas as pd
 
-from deconflow.io import read_reference, write_table
+from deconflow.io import open_reference, write_table
 from deconflow.logs import script_logging
 from deconflow.split import split_cells
 
 with script_logging(snakemake.log[0]) as log:
     reader = snakemake.params.reader
-    reference = read_reference(
+    # validated like every reader of the reference (raw counts checked chunk by chunk)
+    reference = open_reference(
         snakemake.input.reference, reader["label_key"], reader["counts_layer"], reader["donor_key"],
         labels=reader["labels"], gene_column=reader["gene_column"],
     )
