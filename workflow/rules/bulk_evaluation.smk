@@ -4,8 +4,8 @@
 
 rule evaluate_bulk:
     input:
+        unpack(bulk_intervals_input),
         proportions="results/{dataset}/deconvolution/{bulk}/{model}/proportions.csv",
-        intervals="results/{dataset}/deconvolution/{bulk}/{model}/intervals.csv",
         truth=truth_file,
         code=library_files("evaluation", "truth") + TRUST_CODE,
     output:

@@ -106,7 +106,10 @@ def dataset_config(wildcards):
 
 def library_files(*modules):
     """Library sources imported by a job, declared as inputs so that editing them reruns it."""
-    return [str(LIBRARY / f"{m}.py") for m in ("errors", "tables", "io", "threads", "logs") + modules]
+    return [
+        str(LIBRARY / f"{m}.py")
+        for m in ("errors", "tables", "io", "threads", "logs") + modules
+    ]
 
 
 # Library sources of a model's jobs, as patterns ({model} is filled in like any wildcard): static
@@ -251,8 +254,9 @@ def all_outputs(wildcards):
             outputs.append(f"results/{dataset}/plots/{model}/scatter.png")
             if model in MODULES and MODULES[model][1]:  # learned: has a training log
                 outputs.append(f"results/{dataset}/plots/{model}/training_curves.png")
+            trust = ("qc", "intervals") if model not in PEERS else ()  # peers: none
             for bulk in dataset_bulks(dataset):
-                for name in ("proportions", "qc", "intervals"):
+                for name in ("proportions", *trust):
                     outputs.append(
                         f"results/{dataset}/deconvolution/{bulk}/{model}/{name}.csv"
                     )
@@ -507,6 +511,28 @@ def peer_proportion_inputs(wildcards):
 # interval level, quality-row settings.
 TRUST_CODE = library_files("trust", "evaluation", "threads")
 CALIBRATION = "results/{dataset}/models/{model}/calibration.json"
+
+
+def bulk_intervals_input(wildcards):
+    """A model's intervals.csv of the bulk (deconflow's models); peers have none."""
+    if wildcards.model in PEERS:
+        return {}
+    return {
+        "intervals": "results/{dataset}/deconvolution/{bulk}/{model}/intervals.csv".format(
+            **wildcards
+        )
+    }
+
+
+def bulk_qc_input(wildcards):
+    """A model's qc.csv of the bulk (flagged samples marked in its Miami plot); peers have none."""
+    if wildcards.model in PEERS:
+        return {}
+    return {
+        "qc": "results/{dataset}/deconvolution/{bulk}/{model}/qc.csv".format(
+            **wildcards
+        )
+    }
 
 
 def calibration_inputs(wildcards):

@@ -21,10 +21,10 @@ rule deconvolve_bulk:
         ),
     log:
         "logs/{dataset}/deconvolve_bulk/{bulk}/{model}.log",
-    wildcard_constraints:
-        model=alternatives(MODELS),
     benchmark:
         "benchmarks/{dataset}/deconvolve_bulk/{bulk}/{model}.tsv"
+    wildcard_constraints:
+        model=alternatives(MODELS),
     conda:
         "../../envs/deconflow.yaml"
     params:

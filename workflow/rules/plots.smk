@@ -33,8 +33,8 @@ rule plot_model:
 
 rule plot_bulk_model:
     input:
+        unpack(bulk_qc_input),
         summary="results/{dataset}/bulk_evaluation/{bulk}/{model}/summary_stats.csv",
-        qc="results/{dataset}/deconvolution/{bulk}/{model}/qc.csv",
         code=library_files("plots"),
     output:
         miami=report(

@@ -8,10 +8,11 @@ with script_logging(snakemake.log[0]) as log:
     truth = snakemake.params.truth
     summary, metrics = evaluate_bulk_file(
         snakemake.input.proportions, snakemake.input.truth, truth["truth_groups"], truth["bulk_path"], truth["key"],
-        snakemake.params.presence_threshold, intervals_path=snakemake.input.intervals,
+        snakemake.params.presence_threshold, intervals_path=snakemake.input.get("intervals"),
     )
     write_table(summary, snakemake.output.summary, index=False)
     write_json(metrics, snakemake.output.metrics)
     log.info("%s on %s: mean group r %.3f, CCC %.3f, MAE %.4f (unrenormalised %.4f); intervals cover %.3f of (sample, group) "
-             "pairs, mean width %.4f", snakemake.wildcards.model, snakemake.wildcards.bulk, metrics["mean_r"], metrics["ccc"],
-             metrics["mae"], metrics["mae_unrenormalised"], metrics["interval_coverage"], metrics["interval_mean_width"])
+             "pairs, mean width %.4f (NaN: no intervals)", snakemake.wildcards.model, snakemake.wildcards.bulk, metrics["mean_r"],
+             metrics["ccc"], metrics["mae"], metrics["mae_unrenormalised"], metrics.get("interval_coverage", float("nan")),
+             metrics.get("interval_mean_width", float("nan")))
