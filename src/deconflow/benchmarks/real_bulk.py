@@ -1,9 +1,11 @@
-"""What was tried to make HP-VADE hold up on a real bulk cohort, measured on a finished run.
+"""What was tried to make HP-VADE hold up on real bulk cohorts, measured on a finished run.
 
-Reads a run's checkpoints and validation mixtures, one bulk with measured fractions and its
-``truth_groups`` from the config, and prints one row per variant (CCC, mean group r, MAE after
-renormalising to the groups, as ``evaluate_bulk`` scores them; per-group r) beside the same
-variant's figures on the second half of the *validation* mixtures (test mixtures are never read):
+Reads a run's checkpoints and validation mixtures, the bulks with measured fractions and their
+``truth_groups`` from the config (``--bulk``; default: every bulk of the dataset that has
+``truth``), and prints one table per cohort (CCC, mean group r, MAE after renormalising to the
+groups, as ``evaluate_bulk`` scores them; per-group r), then one table of the mean over the
+cohorts per variant beside the variant's figures on the second half of the *validation*
+mixtures (``val_*``, the same for every cohort; test mixtures are never read). Variants:
 
 - the run's nnls and hpvade, and HP-VADE's three sources alone (encoder, linear-fit NNLS prior,
   all-gene NNLS prior);
@@ -15,17 +17,18 @@ variant's figures on the second half of the *validation* mixtures (test mixtures
   residual is beyond any validation mixture's, also scored on validation mixtures under a
   simulated shift (gated vs stacking vs the prior alone);
 - extra HP-VADE checkpoints (``--checkpoint NAME=PATH``, e.g. trained with augmentation);
-- TAPE-style adaptation at deconvolution: the encoder fine-tuned on the unlabeled bulk so that
-  the initial signature reconstructs it (the linear fit's weighted objective), anchored to its
-  trained weights;
+- TAPE-style adaptation at deconvolution: the encoder fine-tuned on each cohort's unlabeled bulk
+  so that the initial signature reconstructs it (the linear fit's weighted objective), anchored
+  to its trained weights;
 - a per-group scale calibration fitted on labelled samples, scored leave-one-sample-out. This
   uses the cohort's truth, so it is only a diagnostic of how much of the error is a per-group
   scale bias (it is not a mode of the pipeline).
 
-Proportions are converted with the bulk's ``cell_mrna`` table when it has one, as the run's
-deconvolution does (``--no-cell-mrna``: calibrated to the reference, as before that table).
+Proportions are converted with a bulk's ``cell_mrna`` table when it has one, as the run's
+deconvolution does (``--no-cell-mrna``: calibrated to the reference for every cohort); a
+cohort without such a table is scored on the reference-calibrated fractions either way.
 
-    python -m deconflow.benchmarks.real_bulk --results results/pbmc --dataset pbmc --bulk daism
+    python -m deconflow.benchmarks.real_bulk --results results/pbmc --dataset pbmc [--bulk daism monaco]
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from scipy.optimize import minimize, nnls
 
 from ..cell_content import checkpoint_cell_size, read_cell_mrna, to_bulk_cell_fractions
 from ..deconvolve import align_bulk
+from ..errors import DeconflowError
 from ..evaluation import compute_metrics
 from ..io import read_bulk, read_mixtures
 from ..models import load_model
@@ -56,12 +60,14 @@ from .common import print_table
 class Cohort:
     """One named bulk with measured fractions, scored as ``evaluate_bulk`` scores it.
 
-    ``shares`` turns a model's cell fractions (reference-calibrated, as every model gives them)
-    into renormalised group shares: converted with the bulk's ``cell_mrna`` table when it has
-    one and ``reference_size`` is given (as the run's deconvolution does), then summed over
+    ``measured``: samples x groups, renormalised to the ``truth_groups``. ``shares`` turns a
+    model's cell fractions (reference-calibrated, as every model gives them) into renormalised
+    group shares: converted with the bulk's ``cell_mrna`` table when it has one and
+    ``reference_size`` is given (as the run's deconvolution does), then summed over
     ``truth_groups``.
     """
 
+    name: str
     entry: dict
     bulk: pd.DataFrame
     groups: list
@@ -71,17 +77,38 @@ class Cohort:
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
-        """--config, --dataset, --bulk (the cohort) and --results (the finished run to read)."""
+        """--config, --dataset, --bulk (the cohorts) and --results (the finished run to read)."""
         parser.add_argument("--config", default="config/config.yaml")
         parser.add_argument("--dataset", default="pbmc")
         parser.add_argument("--results", default="results/pbmc")
-        parser.add_argument("--bulk", default="daism")
+        parser.add_argument("--bulk", nargs="+", default=None, metavar="NAME",
+                            help="bulks with `truth` to score (default: every one of the dataset)")
+
+    @staticmethod
+    def names(config_path, dataset: str, requested=None) -> list[str]:
+        """The cohorts to score: ``requested`` (checked to be bulks with ``truth``) or, when None,
+        every bulk of ``dataset`` with ``truth`` in config order.
+
+        Raises DeconflowError (naming the config) when a requested bulk is missing or has no
+        truth, or when the dataset has no bulk with truth at all.
+        """
+        bulks = named_bulks(_dataset_config(config_path, dataset).get("bulk"))
+        with_truth = [name for name, entry in bulks.items() if entry.get("truth")]
+        if requested is None:
+            if not with_truth:
+                raise DeconflowError(config_path, f"dataset {dataset!r} has no bulk with `truth`",
+                                     "add a bulk with `truth` and `truth_groups` to the dataset, or choose another --dataset")
+            return with_truth
+        for name in requested:
+            if name not in with_truth:
+                raise DeconflowError(config_path, f"dataset {dataset!r} has no bulk {name!r} with `truth`",
+                                     f"pass --bulk with some of: {', '.join(with_truth) or '(none)'}")
+        return list(requested)
 
     @classmethod
     def load(cls, config_path, dataset: str, name: str, reference_size=None, cell_types=None) -> "Cohort":
         """``reference_size`` None: no ``cell_mrna`` conversion (``--no-cell-mrna``)."""
-        config = yaml.safe_load(open(config_path))
-        entry = named_bulks(config["datasets"][dataset]["bulk"])[name]
+        entry = named_bulks(_dataset_config(config_path, dataset)["bulk"])[name]
         groups = list(entry["truth_groups"])
         bulk = read_bulk(entry["path"])
         truth = read_truth(entry["truth"]).loc[bulk.columns.astype(str)]
@@ -90,13 +117,32 @@ class Cohort:
             content = read_cell_mrna(entry["cell_mrna"], cell_types)
         else:
             reference_size = None
-        return cls(entry, bulk, groups, renormalise_rows(truth[groups]).to_numpy(), reference_size, content)
+        return cls(name, entry, bulk, groups, renormalise_rows(truth[groups]).to_numpy(), reference_size, content)
+
+    @classmethod
+    def load_all(cls, args: argparse.Namespace, reference_size=None, cell_types=None) -> list["Cohort"]:
+        """Every cohort ``args`` name (``add_arguments``), in order."""
+        return [cls.load(args.config, args.dataset, name, reference_size, cell_types)
+                for name in cls.names(args.config, args.dataset, args.bulk)]
+
+    def describe(self) -> str:
+        """``'daism' (20 samples, 5 groups, no cell_mrna)``."""
+        return (f"{self.name!r} ({len(self.measured)} samples, {len(self.groups)} groups, "
+                f"{'cell_mrna applied' if self.content is not None else 'no cell_mrna'})")
 
     def shares(self, proportions: np.ndarray, cell_types) -> np.ndarray:
         if self.content is not None:
             proportions = to_bulk_cell_fractions(proportions, self.reference_size, self.content)
         frame = pd.DataFrame(proportions, columns=cell_types)
         return renormalise_rows(group_sums(frame, self.entry["truth_groups"])).to_numpy()
+
+
+def _dataset_config(config_path, dataset: str) -> dict:
+    with open(config_path) as handle:
+        datasets = yaml.safe_load(handle).get("datasets") or {}
+    if dataset not in datasets:
+        raise DeconflowError(config_path, f"no dataset {dataset!r}", f"pass --dataset with one of: {', '.join(datasets)}")
+    return datasets[dataset]
 
 
 def sources(net, features: np.ndarray) -> list[torch.Tensor]:
@@ -196,112 +242,256 @@ def relative_residual(net, features: np.ndarray) -> np.ndarray:
     return predict_in_batches(lambda x: net.plain_fit(x)[1][:, None], features, 1)[:, 0]
 
 
-def main(argv=None) -> int:
+@dataclass
+class Run:
+    """A finished run's nnls and hpvade checkpoints and its validation mixtures in two halves:
+    ``fit_*`` (first half: refits, the fallback threshold) and ``score_*`` (second half: the
+    ``val_*`` columns). Features are CPM, mixtures x genes; proportions mixtures x types."""
+
+    nnls: object
+    hpvade: object
+    fit_x: np.ndarray
+    fit_p: torch.Tensor
+    score_x: np.ndarray
+    score_p: np.ndarray
+
+    @classmethod
+    def load(cls, results) -> "Run":
+        val = read_mixtures(f"{results}/pseudobulk/val.h5")
+        half = len(val.proportions) // 2
+        return cls(load_model(f"{results}/models/nnls/checkpoint_best.pt"),
+                   load_model(f"{results}/models/hpvade/checkpoint_best.pt"),
+                   val.features[:half].astype(np.float32), torch.from_numpy(val.proportions[:half]),
+                   val.features[half:].astype(np.float32), val.proportions[half:])
+
+    @property
+    def run_coefs(self):
+        """The run's stacking weights (encoder, linear-fit prior, all-gene prior)."""
+        net = self.hpvade.net
+        return net.blend_net, net.blend_nnls, net.blend_plain
+
+
+@dataclass
+class CohortInputs:
+    """One cohort's bulk aligned to each run model (samples x model genes) and the run models'
+    predictions on it: cell fractions of nnls and hpvade, HP-VADE's three sources."""
+
+    cohort: Cohort
+    features: np.ndarray
+    nnls_x: np.ndarray
+    nnls_real: np.ndarray
+    hp_real: np.ndarray
+    real_parts: list
+
+
+def load_cohort_inputs(run: Run, cohort: Cohort) -> CohortInputs:
+    """Align ``cohort``'s bulk to the run's models and predict it with each."""
+    features, _ = align_bulk(cohort.bulk, run.hpvade, 1000, source=cohort.entry["path"])
+    nnls_x, _ = align_bulk(cohort.bulk, run.nnls, 1000, source=cohort.entry["path"])
+    # hpvade.predict: the stacking, or the linear-fit prior beyond the fallback threshold
+    return CohortInputs(cohort, features, nnls_x, run.nnls.predict_partial(nnls_x), run.hpvade.predict(features),
+                        sources(run.hpvade.net, features))
+
+
+class Scores:
+    """The benchmark's rows: per cohort, the variant's real scores (``group_scores``); once, its
+    scores on the scored validation half (``pseudobulk_scores``); ``order``: variants as added."""
+
+    def __init__(self, cohorts: list[CohortInputs], score_p: np.ndarray):
+        self.cohorts, self.score_p = cohorts, score_p
+        self.real = {data.cohort.name: [] for data in cohorts}
+        self.val, self.order = [], []
+
+    def add(self, name: str, real=None, cell_types=None, val=None) -> None:
+        """``real``: one cell-fraction matrix per cohort (samples x ``cell_types``), or None;
+        ``val``: cell fractions of the scored validation half, or None."""
+        self.add_shares(name, None if real is None else [data.cohort.shares(p, cell_types)
+                                                         for data, p in zip(self.cohorts, real)], val)
+
+    def add_shares(self, name: str, shares=None, val=None) -> None:
+        """As ``add`` with group shares per cohort (samples x the cohort's groups) instead."""
+        self.order.append(name)
+        for data, cohort_shares in zip(self.cohorts, shares or []):
+            cohort = data.cohort
+            self.real[cohort.name].append({"variant": name, **group_scores(cohort_shares, cohort.measured, cohort.groups)})
+        if val is not None:
+            self.val.append({"variant": name, **pseudobulk_scores(val, self.score_p)})
+
+    def cohort_table(self, name: str) -> pd.DataFrame:
+        return pd.DataFrame(self.real[name])
+
+    def mean_table(self) -> pd.DataFrame:
+        table = mean_over_cohorts({name: self.cohort_table(name) for name in self.real}, pd.DataFrame(self.val))
+        return table.set_index("variant").loc[self.order].reset_index()
+
+
+#: the real figures averaged over cohorts in the mean table
+MEAN_COLUMNS = ("ccc", "mean_group_r", "mae")
+
+
+def mean_over_cohorts(per_cohort: dict[str, pd.DataFrame], val: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per variant: ``MEAN_COLUMNS`` averaged over the cohorts (each cohort counts once,
+    whatever its number of samples; NaN unless the variant was scored on every cohort), then the
+    ``val_*`` columns of ``val`` (one row per variant, cohort-independent) when given.
+
+    ``per_cohort``: cohort name -> a frame with ``variant`` and ``MEAN_COLUMNS`` columns. Variants
+    keep the order of their first appearance (cohorts in order, then ``val``).
+    """
+    stacked_rows = pd.concat([frame[["variant", *MEAN_COLUMNS]].assign(cohort=name) for name, frame in per_cohort.items()])
+    wide = stacked_rows.pivot(index="variant", columns="cohort", values=list(MEAN_COLUMNS))
+    wide = wide.reindex(columns=pd.MultiIndex.from_product([MEAN_COLUMNS, list(per_cohort)]))
+    means = pd.DataFrame({column: wide[column].mean(axis=1, skipna=False) for column in MEAN_COLUMNS})
+    variants = list(dict.fromkeys(list(stacked_rows["variant"]) + ([] if val is None or val.empty else list(val["variant"]))))
+    table = means.reindex(variants)
+    if val is not None and not val.empty:
+        table = table.join(val.set_index("variant"))
+    return table.rename_axis("variant").reset_index()
+
+
+def run_model_rows(run: Run, cohorts: list[CohortInputs], scores: Scores) -> None:
+    """The run's nnls and hpvade as the pipeline predicts, and hpvade's stacking without its fallback."""
+    scores.add("nnls (run)", [c.nnls_real for c in cohorts], run.nnls.cell_types, run.nnls.predict(run.score_x))
+    types = run.hpvade.cell_types
+    scores.add("hpvade (run)", [c.hp_real for c in cohorts], types, run.hpvade.predict(run.score_x))
+    scores.add("hpvade stacking (no fallback)", [stacked(c.real_parts, run.run_coefs) for c in cohorts], types,
+               stacked(sources(run.hpvade.net, run.score_x), run.run_coefs))
+
+
+def source_rows(run: Run, cohorts: list[CohortInputs], scores: Scores) -> None:
+    """HP-VADE's encoder, linear-fit prior and all-gene prior, each alone."""
+    val_parts = sources(run.hpvade.net, run.score_x)
+    for k, name in enumerate(["encoder", "linear-fit prior", "all-gene prior"]):
+        scores.add(f"hpvade {name} alone", [c.real_parts[k].numpy() for c in cohorts], run.hpvade.cell_types,
+                   val_parts[k].numpy())
+
+
+def stacking_refit_rows(run: Run, cohorts: list[CohortInputs], scores: Scores, shift_sds) -> None:
+    """The stacking refitted on the first validation half, clean and under each simulated shift,
+    with and without the all-gene prior."""
+    net, types = run.hpvade.net, run.hpvade.cell_types
+    val_parts = sources(net, run.score_x)
+    for shift_sd in [0.0] + list(shift_sds):
+        x = run.fit_x
+        if shift_sd > 0:
+            x = augment(torch.from_numpy(run.fit_x), shift_sd, 0.0, torch.Generator().manual_seed(BLEND_SHIFT_SEED)).numpy()
+        parts = sources(net, x)
+        with_prior = fit_blend_weights(parts[0], parts[1], run.fit_p, parts[2])
+        a, b = fit_blend_weights(parts[0], parts[1], run.fit_p)
+        for label, coefs in [(", with all-gene prior", with_prior), ("", (a, b, torch.zeros_like(b)))]:
+            scores.add(f"stacking refit on val half, shift sd {shift_sd}{label}",
+                       [stacked(c.real_parts, coefs) for c in cohorts], types, stacked(val_parts, coefs))
+
+
+def robust_nnls_rows(run: Run, cohorts: list[CohortInputs], scores: Scores) -> None:
+    """The nnls fit reweighted against outlier genes (``robust_nnls``)."""
+    for kind, tuning in [("huber", 1.345), ("bisquare", 4.685), ("trim", 0.1), ("trim", 0.25)]:
+        scores.add(f"nnls robust fit: {kind} {tuning}", [robust_nnls(run.nnls, c.nnls_x, kind, tuning) for c in cohorts],
+                   run.nnls.cell_types, robust_nnls(run.nnls, run.score_x, kind, tuning))
+
+
+def fallback_gate_rows(run: Run, cohorts: list[CohortInputs], scores: Scores, shift_sds) -> dict[str, str]:
+    """HP-VADE falling back to its linear-fit prior where a sample is further from the signature
+    than any mixture of the first validation half (the threshold, no margin), on each cohort and
+    on the validation half clean and under simulated shifts (gated vs stacking vs the prior).
+    Returns per cohort a note of how many samples the gate sends to the prior."""
+    net, types, coefs = run.hpvade.net, run.hpvade.cell_types, run.run_coefs
+    threshold = float(relative_residual(net, run.fit_x).max())
+    gated = {}
+    for shift_sd in [0.0] + list(shift_sds):
+        x = run.score_x if shift_sd == 0 else augment(torch.from_numpy(run.score_x), shift_sd, 0.0,
+                                                      torch.Generator().manual_seed(BLEND_SHIFT_SEED + 1)).numpy()
+        parts, far = sources(net, x), relative_residual(net, x) > threshold
+        gated[shift_sd] = (np.where(far[:, None], parts[1].numpy(), stacked(parts, coefs)), parts)
+    notes, real = {}, []
+    for c in cohorts:
+        far = relative_residual(net, c.features) > threshold
+        real.append(np.where(far[:, None], c.real_parts[1].numpy(), c.hp_real))
+        notes[c.cohort.name] = f"residual > {threshold:.3f} for {int(far.sum())} of {len(far)} samples"
+    scores.add(f"hpvade, linear-fit prior where residual > {threshold:.3f}", real, types, gated[0.0][0])
+    for shift_sd in shift_sds:
+        out, parts = gated[shift_sd]
+        for label, proportions in [("gated", out), ("stacking", stacked(parts, coefs)), ("linear-fit prior", parts[1].numpy())]:
+            scores.add(f"val half under shift sd {shift_sd}: hpvade {label}", val=proportions)
+    return notes
+
+
+def checkpoint_rows(run: Run, cohorts: list[CohortInputs], scores: Scores, items) -> None:
+    """Other HP-VADE checkpoints (``NAME=PATH``), as predicted and their encoder alone."""
+    for item in items:
+        name, path = item.split("=", 1)
+        other = load_model(path)
+        xs = [align_bulk(c.cohort.bulk, other, 1000, source=c.cohort.entry["path"])[0] for c in cohorts]
+        scores.add(f"hpvade {name}", [other.predict_partial(x) for x in xs], other.cell_types, other.predict(run.score_x))
+        scores.add(f"hpvade {name} encoder alone", [sources(other.net, x)[0].numpy() for x in xs], other.cell_types,
+                   sources(other.net, run.score_x)[0].numpy())
+
+
+def adaptation_rows(run: Run, cohorts: list[CohortInputs], scores: Scores, specs: str) -> None:
+    """The encoder fine-tuned on each cohort's bulk (``adapt_encoder``; ``specs``:
+    ``steps:learning_rate:anchor`` comma separated), alone and stacked; real cohorts only."""
+    net, types = run.hpvade.net, run.hpvade.cell_types
+    for spec in filter(None, specs.split(",")):
+        steps, learning_rate, anchor = spec.split(":")
+        parts = [sources(adapt_encoder(net, c.features, int(steps), float(learning_rate), float(anchor)), c.features)
+                 for c in cohorts]
+        label = f"({steps} steps, lr {learning_rate}, anchor {anchor})"
+        scores.add(f"adapted encoder {label}", [p[0].numpy() for p in parts], types)
+        scores.add(f"adapted encoder stacked {label}",
+                   [stacked([p[0]] + c.real_parts[1:], run.run_coefs) for p, c in zip(parts, cohorts)], types)
+
+
+def calibration_rows(run: Run, cohorts: list[CohortInputs], scores: Scores) -> None:
+    """A per-group scale fitted on each cohort's other samples (``loo_scale_calibration``; uses truth)."""
+    types = run.hpvade.cell_types
+    for name, predictions, cell_types in [("nnls", [c.nnls_real for c in cohorts], run.nnls.cell_types),
+                                          ("hpvade", [c.hp_real for c in cohorts], types),
+                                          ("hpvade encoder", [c.real_parts[0].numpy() for c in cohorts], types)]:
+        scores.add_shares(f"{name} + per-group scale, leave-one-sample-out (uses truth)",
+                          [loo_scale_calibration(c.cohort.shares(p, cell_types), c.cohort.measured)
+                           for c, p in zip(cohorts, predictions)])
+
+
+def parse_arguments(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     Cohort.add_arguments(parser)
     parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
                         help="another HP-VADE checkpoint to score (its own stacking)")
     parser.add_argument("--no-cell-mrna", action="store_true",
-                        help="score cell fractions calibrated to the reference, ignoring the bulk's `cell_mrna` table")
+                        help="score cell fractions calibrated to the reference, ignoring the bulks' `cell_mrna` tables")
     parser.add_argument("--shift-sd", type=float, nargs="*", default=[0.5, 1.0])
     parser.add_argument("--adapt", default="200:0.001:0,200:0.001:0.01,200:0.001:1",
                         help="steps:learning_rate:anchor, comma separated ('' for none)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def print_report(scores: Scores, notes: dict[str, str]) -> None:
+    """One table per cohort, then the mean over cohorts with the ``val_*`` columns."""
+    for data in scores.cohorts:
+        cohort = data.cohort
+        print(f"real bulk {cohort.describe()}, groups renormalised; hpvade's fallback gate: {notes[cohort.name]}")
+        print_table(scores.cohort_table(cohort.name))
+        print()
+    print(f"mean over {len(scores.cohorts)} cohorts ({', '.join(scores.real)}; each counts once); "
+          f"val_*: second half of the validation mixtures ({len(scores.score_p)})")
+    print_table(scores.mean_table())
+
+
+def main(argv=None) -> int:
+    args = parse_arguments(argv)
+    run = Run.load(args.results)
     hpvade_path = f"{args.results}/models/hpvade/checkpoint_best.pt"
-    hpvade = load_model(hpvade_path)
-    cohort = Cohort.load(args.config, args.dataset, args.bulk,
-                         None if args.no_cell_mrna else checkpoint_cell_size(read_checkpoint(hpvade_path), hpvade_path),
-                         hpvade.cell_types)
-    bulk, entry, measured, groups, shares = cohort.bulk, cohort.entry, cohort.measured, cohort.groups, cohort.shares
-    features, _ = align_bulk(bulk, hpvade, 1000, source=entry["path"])
-
-    val = read_mixtures(f"{args.results}/pseudobulk/val.h5")
-    half = len(val.proportions) // 2
-    fit_x, fit_p = val.features[:half].astype(np.float32), torch.from_numpy(val.proportions[:half])
-    score_x, score_p = val.features[half:].astype(np.float32), val.proportions[half:]
-
-    rows = []
-
-    def add(name, real_proportions, cell_types, val_proportions=None):
-        row = {"variant": name, **group_scores(shares(real_proportions, cell_types), measured, groups)}
-        if val_proportions is not None:
-            row.update(pseudobulk_scores(val_proportions, score_p))
-        rows.append(row)
-        return row
-
-    nnls = load_model(f"{args.results}/models/nnls/checkpoint_best.pt")
-    nnls_x, _ = align_bulk(bulk, nnls, 1000, source=entry["path"])
-    nnls_real = nnls.predict_partial(nnls_x)
-    add("nnls (run)", nnls_real, nnls.cell_types, nnls.predict(score_x))
-    types = hpvade.cell_types
-    net = hpvade.net
-    real_parts, val_parts = sources(net, features), sources(net, score_x)
-    run_coefs = (net.blend_net, net.blend_nnls, net.blend_plain)
-    hp_real = hpvade.predict(features)  # the stacking, or the linear-fit prior beyond the fallback threshold
-    add("hpvade (run)", hp_real, types, hpvade.predict(score_x))
-    add("hpvade stacking (no fallback)", stacked(real_parts, run_coefs), types, stacked(val_parts, run_coefs))
-    for k, name in enumerate(["encoder", "linear-fit prior", "all-gene prior"]):
-        add(f"hpvade {name} alone", real_parts[k].numpy(), types, val_parts[k].numpy())
-
-    for shift_sd in [0.0] + list(args.shift_sd):
-        x = fit_x
-        if shift_sd > 0:
-            x = augment(torch.from_numpy(fit_x), shift_sd, 0.0, torch.Generator().manual_seed(BLEND_SHIFT_SEED)).numpy()
-        parts = sources(net, x)
-        coefs = fit_blend_weights(parts[0], parts[1], fit_p, parts[2])
-        add(f"stacking refit on val half, shift sd {shift_sd}, with all-gene prior", stacked(real_parts, coefs), types,
-            stacked(val_parts, coefs))
-        a, b = fit_blend_weights(parts[0], parts[1], fit_p)
-        coefs = (a, b, torch.zeros_like(b))
-        add(f"stacking refit on val half, shift sd {shift_sd}", stacked(real_parts, coefs), types, stacked(val_parts, coefs))
-
-    for kind, tuning in [("huber", 1.345), ("bisquare", 4.685), ("trim", 0.1), ("trim", 0.25)]:
-        add(f"nnls robust fit: {kind} {tuning}", robust_nnls(nnls, nnls_x, kind, tuning), nnls.cell_types,
-            robust_nnls(nnls, score_x, kind, tuning))
-    # fall back to the linear-fit prior where a sample is further from the signature than any
-    # validation mixture of the first half (the threshold, no margin), for the bulk and for shifted
-    # validation mixtures
-    threshold = float(relative_residual(net, fit_x).max())
-    gated = {}
-    for shift_sd in [0.0] + list(args.shift_sd):
-        x = score_x if shift_sd == 0 else augment(torch.from_numpy(score_x), shift_sd, 0.0,
-                                                  torch.Generator().manual_seed(BLEND_SHIFT_SEED + 1)).numpy()
-        parts, far = sources(net, x), relative_residual(net, x) > threshold
-        gated[shift_sd] = (np.where(far[:, None], parts[1].numpy(), stacked(parts, run_coefs)), parts)
-    far = relative_residual(net, features) > threshold
-    add(f"hpvade, linear-fit prior where residual > {threshold:.3f} ({int(far.sum())} of {len(far)} bulks)",
-        np.where(far[:, None], real_parts[1].numpy(), hp_real), types, gated[0.0][0])
-    for shift_sd in args.shift_sd:  # on validation mixtures under a simulated shift: gated vs stacking vs prior
-        out, parts = gated[shift_sd]
-        for label, proportions in [("gated", out), ("stacking", stacked(parts, run_coefs)), ("linear-fit prior", parts[1].numpy())]:
-            rows.append({"variant": f"val half under shift sd {shift_sd}: hpvade {label}", **pseudobulk_scores(proportions, score_p)})
-
-    for item in args.checkpoint:
-        name, path = item.split("=", 1)
-        other = load_model(path)
-        other_x, _ = align_bulk(bulk, other, 1000, source=entry["path"])
-        add(f"hpvade {name}", other.predict_partial(other_x), other.cell_types, other.predict(score_x))
-        add(f"hpvade {name} encoder alone", sources(other.net, other_x)[0].numpy(), other.cell_types,
-            sources(other.net, score_x)[0].numpy())
-
-    for spec in filter(None, args.adapt.split(",")):
-        steps, learning_rate, anchor = spec.split(":")
-        adapted = adapt_encoder(net, features, int(steps), float(learning_rate), float(anchor))
-        parts = sources(adapted, features)
-        add(f"adapted encoder ({steps} steps, lr {learning_rate}, anchor {anchor})", parts[0].numpy(), types)
-        add(f"adapted encoder stacked ({steps} steps, lr {learning_rate}, anchor {anchor})",
-            stacked([parts[0]] + real_parts[1:], run_coefs), types)
-
-    for name, proportions, cell_types in [("nnls", nnls_real, nnls.cell_types), ("hpvade", hp_real, types),
-                                          ("hpvade encoder", real_parts[0].numpy(), types)]:
-        calibrated = loo_scale_calibration(shares(proportions, cell_types), measured)
-        rows.append({"variant": f"{name} + per-group scale, leave-one-sample-out (uses truth)",
-                     **group_scores(calibrated, measured, groups)})
-
-    print(f"real bulk {args.bulk!r}: {len(measured)} samples, {len(groups)} groups renormalised; "
-          f"val_*: second half of the validation mixtures ({len(score_p)})")
-    print_table(pd.DataFrame(rows))
+    reference_size = None if args.no_cell_mrna else checkpoint_cell_size(read_checkpoint(hpvade_path), hpvade_path)
+    cohorts = [load_cohort_inputs(run, cohort) for cohort in Cohort.load_all(args, reference_size, run.hpvade.cell_types)]
+    scores = Scores(cohorts, run.score_p)
+    run_model_rows(run, cohorts, scores)
+    source_rows(run, cohorts, scores)
+    stacking_refit_rows(run, cohorts, scores, args.shift_sd)
+    robust_nnls_rows(run, cohorts, scores)
+    notes = fallback_gate_rows(run, cohorts, scores, args.shift_sd)
+    checkpoint_rows(run, cohorts, scores, args.checkpoint)
+    adaptation_rows(run, cohorts, scores, args.adapt)
+    calibration_rows(run, cohorts, scores)
+    print_report(scores, notes)
     return 0
 
 
