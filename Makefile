@@ -35,9 +35,10 @@ report: $(STAMP)
 bench: $(STAMP)
 	$(ENV) python -m deconflow.benchmarks.pipeline --pipeline
 
-# what was tried to make HP-VADE hold up on the real DAISM calibration cohort (needs `make run` first)
+# what was tried to make HP-VADE hold up on real bulk, on every cohort with truth (DAISM
+# calibration, Monaco 2019) and their mean (needs `make run` first)
 bench-real: $(STAMP)
-	$(ENV) python -m deconflow.benchmarks.real_bulk --results results/pbmc --dataset pbmc --bulk daism
+	$(ENV) python -m deconflow.benchmarks.real_bulk --results results/pbmc --dataset pbmc
 
 # seconds for calibrated intervals + qc rows of 2,000 bulk-like samples (needs `make run` first)
 bench-intervals: $(STAMP)
@@ -48,6 +49,7 @@ bench-intervals: $(STAMP)
 bench-scale: $(STAMP)
 	$(ENV) nice -n 10 python -m deconflow.benchmarks.scale $(BENCH_SCALE_ARGS)
 
-# the linear fit's settings on validation mixtures (clean / shifted) beside the real cohort (needs `make run` first)
+# the linear fit's settings on validation mixtures (clean / shifted) beside every real cohort
+# with truth and their mean (needs `make run` first)
 bench-linear-fit: $(STAMP)
-	$(ENV) python -m deconflow.benchmarks.linear_fit --results results/pbmc --dataset pbmc --bulk daism
+	$(ENV) python -m deconflow.benchmarks.linear_fit --results results/pbmc --dataset pbmc

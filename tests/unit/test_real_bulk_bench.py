@@ -78,3 +78,76 @@ def test_settings_validation_cannot_tell_apart_are_those_within_one_spread_of_th
 
     frame = pd.DataFrame({"ccc": [0.70, 0.75, 0.74, 0.72], "spread": [0.01, 0.02, 0.10, 0.0]})
     assert equivalent_rows(frame, "ccc", "spread").tolist() == [False, True, True, False]
+
+
+def test_mean_over_cohorts_weights_each_cohort_once_and_keeps_val_columns_once():
+    import pandas as pd
+
+    from deconflow.benchmarks.real_bulk import mean_over_cohorts
+
+    daism = pd.DataFrame({"variant": ["nnls", "hpvade", "calibrated"], "ccc": [0.9, 0.8, 0.95],
+                          "mean_group_r": [0.5, 0.6, 0.7], "mae": [0.05, 0.06, 0.02], "r monocytic.lineage": [0.1, 0.2, 0.3]})
+    # another cohort, other group names, other order, one variant it was not scored on
+    monaco = pd.DataFrame({"variant": ["hpvade", "nnls"], "ccc": [0.4, 0.5], "mean_group_r": [0.8, 0.7],
+                           "mae": [0.1, 0.09], "r Monocytes": [0.5, 0.6]})
+    val = pd.DataFrame({"variant": ["nnls", "hpvade", "val only"], "val_r": [0.9, 0.97, 0.5],
+                        "val_ccc": [0.8, 0.95, 0.4], "val_mae": [0.03, 0.01, 0.1]})
+    table = mean_over_cohorts({"daism": daism, "monaco": monaco}, val).set_index("variant")
+    assert list(table.index) == ["nnls", "hpvade", "calibrated", "val only"]
+    assert list(table.columns) == ["ccc", "mean_group_r", "mae", "val_r", "val_ccc", "val_mae"]
+    np.testing.assert_allclose(table.loc["nnls", ["ccc", "mean_group_r", "mae"]], [0.7, 0.6, 0.07])
+    np.testing.assert_allclose(table.loc["hpvade", ["ccc", "mean_group_r", "mae"]], [0.6, 0.7, 0.08])
+    np.testing.assert_allclose(table.loc["hpvade", ["val_r", "val_ccc", "val_mae"]], [0.97, 0.95, 0.01])
+    # not scored on every cohort: no mean (a mean of one cohort would read as a mean of both)
+    assert table.loc["calibrated", ["ccc", "mean_group_r", "mae"]].isna().all()
+    assert table.loc["val only", ["ccc", "mean_group_r", "mae"]].isna().all()
+    assert np.isnan(table.loc["calibrated", "val_r"])
+
+
+def test_linear_fit_real_columns_per_cohort_and_their_mean():
+    from deconflow.benchmarks.linear_fit import real_columns
+
+    real = {"daism": [{"variant": 0, "ccc": 0.9, "mean_group_r": 0.5, "mae": 0.04, "r B": 0.1},
+                      {"variant": 1, "ccc": 0.7, "mean_group_r": 0.3, "mae": 0.08, "r B": 0.2}],
+            "monaco": [{"variant": 0, "ccc": 0.5, "mean_group_r": 0.7, "mae": 0.10, "r B": 0.3},
+                       {"variant": 1, "ccc": 0.6, "mean_group_r": 0.6, "mae": 0.06, "r B": 0.4}]}
+    columns = real_columns(real, per_group=True)
+    assert list(columns.columns) == ["real_daism_ccc", "real_daism_r", "real_daism_mae", "real_daism_r_B",
+                                     "real_monaco_ccc", "real_monaco_r", "real_monaco_mae", "real_monaco_r_B",
+                                     "real_mean_ccc", "real_mean_r", "real_mean_mae"]
+    np.testing.assert_allclose(columns["real_mean_ccc"], [0.7, 0.65])
+    np.testing.assert_allclose(columns["real_mean_mae"], [0.07, 0.07])
+    np.testing.assert_allclose(columns["real_monaco_r"], [0.7, 0.6])
+
+
+def test_the_config_setting_is_a_row_of_its_own_when_it_is_an_ensemble():
+    from deconflow.benchmarks.linear_fit import settings_rows
+
+    ensemble = {"marker_genes_per_type": [100, 200], "min_marker_cpm": [1.0, 5.0], "weight_offset_cpm": 10.0, "cell_fractions": True}
+    rows = settings_rows(ensemble, [100, 200, None], [1.0, 5.0], [10.0])
+    # the grid: single settings only, every gene once (no threshold), and the config's ensemble last
+    assert [r["setting"]["marker_genes_per_type"] for r in rows] == [100, 100, 200, 200, None, [100, 200]]
+    assert [r["default"] for r in rows] == [""] * 5 + ["*"]
+    single = {**ensemble, "marker_genes_per_type": 200, "min_marker_cpm": 5}
+    rows = settings_rows(single, [100, 200], [1.0, 5.0], [10.0])
+    assert len(rows) == 4 and [r["default"] for r in rows] == ["", "", "", "*"]
+
+
+def test_cohorts_default_to_every_bulk_with_truth_and_a_bulk_without_truth_is_refused(tmp_path):
+    import pytest
+    import yaml
+
+    from deconflow.benchmarks.real_bulk import Cohort
+    from deconflow.errors import DeconflowError
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"datasets": {"pbmc": {"bulk": {
+        "plain": {"path": "a.tsv"},
+        "monaco": {"path": "m.tsv", "truth": "mt.tsv", "truth_groups": {"T": ["T"]}},
+        "daism": {"path": "d.tsv", "truth": "dt.tsv", "truth_groups": {"T": ["T"]}}}}}}, sort_keys=False))
+    assert Cohort.names(config, "pbmc") == ["monaco", "daism"]
+    assert Cohort.names(config, "pbmc", ["daism"]) == ["daism"]
+    with pytest.raises(DeconflowError, match="no bulk 'plain' with `truth`.*monaco, daism"):
+        Cohort.names(config, "pbmc", ["plain"])
+    with pytest.raises(DeconflowError, match="no dataset 'cfdna'"):
+        Cohort.names(config, "cfdna")

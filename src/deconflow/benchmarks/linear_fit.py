@@ -1,21 +1,24 @@
-"""How the ``linear_fit`` settings were chosen, and how much the real cohort depends on them.
+"""How the ``linear_fit`` settings were chosen, and how much the real cohorts depend on them.
 
-The linear fit (``nnls``, and HP-VADE's linear-fit prior) has two settings that matter on real
-bulk: ``marker_genes_per_type`` and ``weight_offset_cpm``. This prints, for a grid of both, the
-fit's figures on a finished run's validation mixtures (never the test mixtures), clean and
+The linear fit (``nnls``, and HP-VADE's linear-fit prior) has three settings that matter on
+real bulk: ``marker_genes_per_type``, ``min_marker_cpm`` and ``weight_offset_cpm``. This prints,
+for a grid of single settings and the config's own (``*``; now a marker-set ensemble: lists),
+the fit's figures on a finished run's validation mixtures (never the test mixtures), clean and
 under simulated platform shifts (per-gene log-normal factors shared by all mixtures of a draw,
 as ``train.hpvade.augment_gene_sd`` simulates them; mean and spread over ``--draws`` draws)
-and under the real bulk's own per-gene factors as estimated from its expression alone
+and under each real bulk's own per-gene factors as estimated from its expression alone
 (``{bulk}_shift``: median log ratio of bulk to an all-gene fit, genes it lacks left missing),
-beside the same fit's figures on a real bulk with measured fractions, scored as the run scores it
-(its ``cell_mrna`` table applied).
+beside the same fit's figures on every real bulk with measured fractions (``--bulk``; default:
+every bulk of the dataset with ``truth``), scored as the run scores them (a ``cell_mrna``
+table applied where the bulk has one): ``real_{cohort}_{ccc,r,mae}`` per cohort and
+``real_mean_*`` over the cohorts (each counts once).
 
 The real columns are a check, not a criterion. The last lines name the settings that validation
 cannot tell apart from the best one (shifted-validation CCC within one draw-to-draw spread of
-the best) and the range of real-cohort figures over them: how much a real-bulk figure owes to a
-choice that pseudobulk does not constrain.
+the best) and the range of the mean real figures, and of each cohort's, over them: how much a
+real-bulk figure owes to a choice that pseudobulk does not constrain.
 
-    python -m deconflow.benchmarks.linear_fit --results results/pbmc --dataset pbmc --bulk daism
+    python -m deconflow.benchmarks.linear_fit --results results/pbmc --dataset pbmc [--bulk daism monaco]
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from ..io import read_mixtures, read_signature
 from ..models import nnls
 from ..models.hpvade import augment
 from .common import print_table
-from .real_bulk import Cohort, group_scores, pseudobulk_scores
+from .real_bulk import Cohort, group_scores, mean_over_cohorts, pseudobulk_scores
 
 #: first seed of the simulated shifts; draw d uses SHIFT_SEED + d (the real_bulk bench uses others)
 SHIFT_SEED = 1000
@@ -69,63 +72,145 @@ def equivalent_rows(frame: pd.DataFrame, score: str, spread: str) -> pd.Series:
     return frame[score] >= frame.at[best, score] - frame.at[best, spread]
 
 
+def _label(value, none: str) -> str:
+    """A setting's value as shown: lists comma separated, None as ``none``, 10.0 as 10."""
+    if value is None:
+        return none
+    if isinstance(value, (list, tuple)):
+        return ",".join(_label(v, none) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _as_list(value) -> list:
+    return [float(v) if isinstance(v, (int, float)) else v for v in (value if isinstance(value, (list, tuple)) else [value])]
+
+
+def _values(text: str, parse) -> list:
+    return [parse(v) for v in text.split(",")]
+
+
+def settings_rows(chosen: dict, markers, min_cpms, offsets) -> list[dict]:
+    """The grid of single settings (every ``markers`` x ``min_cpms`` x ``offsets``), plus the
+    config's own setting ``chosen`` as a row of its own unless it is one of them (it may be a
+    marker-set ensemble: lists). Each: ``{"setting": linear_fit settings, "default": "*" or ""}``."""
+
+    def same(setting):
+        return all(_as_list(setting[key]) == _as_list(chosen.get(key)) for key in ("marker_genes_per_type", "min_marker_cpm")) \
+            and setting["weight_offset_cpm"] == chosen["weight_offset_cpm"]
+
+    rows = []
+    for n_markers in markers:
+        for min_cpm in min_cpms if n_markers is not None else min_cpms[:1]:  # every gene: no threshold
+            for offset in offsets:
+                setting = {**chosen, "marker_genes_per_type": n_markers, "min_marker_cpm": min_cpm, "weight_offset_cpm": offset}
+                rows.append({"setting": setting, "default": "*" if same(setting) else ""})
+    if not any(row["default"] for row in rows):
+        rows.append({"setting": dict(chosen), "default": "*"})
+    return rows
+
+
+def validation_conditions(val, signature: pd.DataFrame, cohorts, real_xs, shift_sds, draws: int) -> list[tuple[str, list]]:
+    """``(name, [mixture features, ...])``: the clean validation mixtures (``val``), ``draws``
+    simulated platforms per shift sd (``sd{sd}``) and each cohort's own per-gene factors
+    (``{cohort}_shift``; ``real_xs``: each cohort's bulk aligned to the signature)."""
+    return [("val", [val.features])] + [
+        (f"sd{sd:g}", [shifted(val.features, sd, d) for d in range(draws)]) for sd in shift_sds] + [
+        (f"{c.name}_shift", [with_factors(val.features, bulk_gene_factors(signature, val, x))]) for c, x in zip(cohorts, real_xs)]
+
+
+def validation_scores(model, conditions, proportions: np.ndarray) -> dict:
+    """``{condition}_{r,ccc,mae}`` of ``model`` (mean over a condition's draws) and, for
+    simulated shifts, ``{condition}_ccc_spread`` (their sd)."""
+    row = {}
+    for name, features in conditions:
+        draws = [pseudobulk_scores(model.predict(x), proportions) for x in features]
+        for key in ("r", "ccc", "mae"):
+            row[f"{name}_{key}"] = float(np.mean([d[f"val_{key}"] for d in draws]))
+        if name.startswith("sd"):
+            row[f"{name}_ccc_spread"] = float(np.std([d["val_ccc"] for d in draws]))
+    return row
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     Cohort.add_arguments(parser)
     parser.add_argument("--markers", default="100,125,150,200,300,400,all",
                         help="marker_genes_per_type values, comma separated ('all': every gene)")
+    parser.add_argument("--min-cpm", default="1", help="min_marker_cpm values, comma separated")
     parser.add_argument("--offsets", default="1,10,100", help="weight_offset_cpm values, comma separated ('none': unweighted)")
     parser.add_argument("--shift-sd", type=float, nargs="*", default=[0.5, 1.0])
     parser.add_argument("--draws", type=int, default=5, help="simulated platforms per shift sd")
+    parser.add_argument("--per-group", action="store_true", help="also print each cohort's r per group")
     args = parser.parse_args(argv)
 
-    config = yaml.safe_load(open(args.config))
-    chosen = {**nnls.LINEAR_FIT_DEFAULTS, **(config.get("linear_fit") or {})}
+    with open(args.config) as handle:
+        chosen = {**nnls.LINEAR_FIT_DEFAULTS, **(yaml.safe_load(handle).get("linear_fit") or {})}
     signature = read_signature(f"{args.results}/signature/signature.tsv")
     sizes = reference_cell_size(signature)
-    cohort = Cohort.load(args.config, args.dataset, args.bulk,
-                         None if sizes is None else np.array(list(sizes.values())), list(signature.columns))
+    cohorts = Cohort.load_all(args, None if sizes is None else np.array(list(sizes.values())), list(signature.columns))
     val = read_mixtures(f"{args.results}/pseudobulk/val.h5")
-    # every variant reads the signature's genes, so the bulk is aligned once
-    real_x, _ = align_bulk(cohort.bulk, nnls.fit(val, None, signature, {"linear_fit": chosen}), 1000, source=cohort.entry["path"])
-    conditions = [("val", [val.features])] + [
-        (f"sd{sd:g}", [shifted(val.features, sd, d) for d in range(args.draws)]) for sd in args.shift_sd] + [
-        (f"{args.bulk}_shift", [with_factors(val.features, bulk_gene_factors(signature, val, real_x))])]
+    # every variant reads the signature's genes, so each bulk is aligned once
+    aligner = nnls.fit(val, None, signature, {"linear_fit": chosen})
+    real_xs = [align_bulk(c.bulk, aligner, 1000, source=c.entry["path"])[0] for c in cohorts]
+    conditions = validation_conditions(val, signature, cohorts, real_xs, args.shift_sd, args.draws)
 
-    rows = []
-    for markers in [None if m == "all" else int(m) for m in args.markers.split(",")]:
-        for offset in [None if o == "none" else float(o) for o in args.offsets.split(",")]:
-            setting = {**chosen, "marker_genes_per_type": markers, "weight_offset_cpm": offset}
-            model = nnls.fit(val, None, signature, {"linear_fit": setting})
-            row = {"markers": "all" if markers is None else markers, "offset": "none" if offset is None else offset,
-                   "default": "*" if (markers, offset) == (chosen["marker_genes_per_type"], chosen["weight_offset_cpm"]) else ""}
-            for name, features in conditions:
-                draws = [pseudobulk_scores(model.predict(x), val.proportions) for x in features]
-                for key in ("r", "ccc", "mae"):
-                    row[f"{name}_{key}"] = float(np.mean([d[f"val_{key}"] for d in draws]))
-                if name.startswith("sd"):
-                    row[f"{name}_ccc_spread"] = float(np.std([d["val_ccc"] for d in draws]))
-            real = group_scores(cohort.shares(model.predict_partial(real_x), model.cell_types), cohort.measured, cohort.groups)
-            row.update({f"real_{k.replace(' ', '_')}": v for k, v in real.items()})
-            rows.append(row)
-            print(f"markers {row['markers']}, offset {row['offset']}: done", flush=True)
+    rows, real = [], {c.name: [] for c in cohorts}
+    grid = settings_rows(chosen, _values(args.markers, lambda m: None if m == "all" else int(m)),
+                         _values(args.min_cpm, float), _values(args.offsets, lambda o: None if o == "none" else float(o)))
+    for index, item in enumerate(grid):
+        setting = item["setting"]
+        model = nnls.fit(val, None, signature, {"linear_fit": setting})
+        row = {"markers": _label(setting["marker_genes_per_type"], "all"), "min_cpm": _label(setting["min_marker_cpm"], "none"),
+               "offset": _label(setting["weight_offset_cpm"], "none"), "default": item["default"],
+               **validation_scores(model, conditions, val.proportions)}
+        for cohort, x in zip(cohorts, real_xs):
+            scores = group_scores(cohort.shares(model.predict_partial(x), model.cell_types), cohort.measured, cohort.groups)
+            real[cohort.name].append({"variant": index, **scores})
+        rows.append(row)
+        print(f"markers {row['markers']}, min cpm {row['min_cpm']}, offset {row['offset']}: done", flush=True)
 
-    frame = pd.DataFrame(rows)
+    frame = pd.concat([pd.DataFrame(rows), real_columns(real, args.per_group)], axis=1)
     print(f"linear fit on {len(val.proportions)} validation mixtures (clean; shifted: mean of {args.draws} draws, "
-          f"ccc_spread = their sd) and real bulk {args.bulk!r} ({len(cohort.measured)} samples, "
-          f"{'cell_mrna applied' if cohort.content is not None else 'no cell_mrna'}); * = the config's setting")
+          f"ccc_spread = their sd) and real bulks {', '.join(c.describe() for c in cohorts)}; "
+          f"real_mean_*: mean over the cohorts; * = the config's setting")
     print_table(frame)
-    criterion = f"sd{max(args.shift_sd):g}_ccc" if args.shift_sd else "val_ccc"
+    print_ties(frame, args.shift_sd, [c.name for c in cohorts])
+    return 0
+
+
+def real_columns(real: dict[str, list[dict]], per_group: bool = False) -> pd.DataFrame:
+    """Per cohort ``real_{cohort}_{ccc,r,mae}`` (and ``_r_{group}`` with ``per_group``), then
+    ``real_mean_{ccc,r,mae}`` over the cohorts (``mean_over_cohorts``); one row per setting,
+    in order. ``real``: cohort -> one ``{"variant": i, **group_scores}`` per setting."""
+    frames = {name: pd.DataFrame(scores) for name, scores in real.items()}
+    short = {"ccc": "ccc", "mean_group_r": "r", "mae": "mae"}
+    columns = {}
+    for name, table in frames.items():
+        for key, label in short.items():
+            columns[f"real_{name}_{label}"] = table[key].to_numpy()
+        if per_group:
+            for key in [k for k in table if k.startswith("r ")]:
+                columns[f"real_{name}_r_{key[2:]}"] = table[key].to_numpy()
+    means = mean_over_cohorts(frames)
+    for key, label in short.items():
+        columns[f"real_mean_{label}"] = means[key].to_numpy()
+    return pd.DataFrame(columns)
+
+
+def print_ties(frame: pd.DataFrame, shift_sds, cohorts: list[str]) -> None:
+    """The settings validation cannot tell apart from the best, and the range of the mean real
+    figures and of each cohort's over them."""
+    criterion = f"sd{max(shift_sds):g}_ccc" if shift_sds else "val_ccc"
     spread = f"{criterion}_spread"
     if spread not in frame:  # clean validation only: one evaluation, no spread
-        frame[spread] = 0.0
+        frame = frame.assign(**{spread: 0.0})
     tied = frame[equivalent_rows(frame, criterion, spread)]
-    print(f"\nsettings validation cannot tell apart ({criterion} within one draw spread of the best): "
-          + ", ".join(f"{m}/{o}" for m, o in zip(tied["markers"], tied["offset"])))
-    print(f"real cohort over them: CCC {tied['real_ccc'].min():.3f}-{tied['real_ccc'].max():.3f}, "
-          f"mean group r {tied['real_mean_group_r'].min():.3f}-{tied['real_mean_group_r'].max():.3f}, "
-          f"MAE {tied['real_mae'].min():.3f}-{tied['real_mae'].max():.3f}")
-    return 0
+    print(f"\nsettings validation cannot tell apart ({criterion} within one draw spread of the best; markers/min_cpm/offset): "
+          + ", ".join(f"{m}/{c}/{o}{d}" for m, c, o, d in zip(tied["markers"], tied["min_cpm"], tied["offset"], tied["default"])))
+    for prefix, what in [("real_mean", f"mean over {len(cohorts)} cohorts")] + [(f"real_{c}", repr(c)) for c in cohorts]:
+        print(f"real {what} over them: " + ", ".join(
+            f"{label} {tied[f'{prefix}_{key}'].min():.3f}-{tied[f'{prefix}_{key}'].max():.3f}"
+            for key, label in [("ccc", "CCC"), ("r", "mean group r"), ("mae", "MAE")]))
 
 
 if __name__ == "__main__":
