@@ -151,3 +151,82 @@ def test_cohorts_default_to_every_bulk_with_truth_and_a_bulk_without_truth_is_re
         Cohort.names(config, "pbmc", ["plain"])
     with pytest.raises(DeconflowError, match="no dataset 'cfdna'"):
         Cohort.names(config, "cfdna")
+
+
+def _tiny_run(tmp_path):
+    """A finished run in miniature (signature, val.h5, nnls and hpvade checkpoints) and a config
+    with two cohorts of other group names, one with a `cell_mrna` table, and a bulk without truth."""
+    import pandas as pd
+    import yaml
+    from learned_fixtures import TINY_HPVADE, synthetic
+
+    from deconflow.io import read_signature, write_mixtures
+    from deconflow.models import nnls, save_checkpoint
+    from deconflow.training import train_learner
+
+    train, val, signature, context = synthetic(n_genes=1100, n_train=128, n_val=32)
+    results = tmp_path / "results"
+    (results / "signature").mkdir(parents=True)
+    (results / "pseudobulk").mkdir()
+    signature.to_csv(results / "signature" / "signature.tsv", sep="\t")
+    pd.Series([3000.0, 1500.0, 2000.0], index=pd.Index(signature.columns, name="cell_type"), name="library_size").to_csv(
+        results / "signature" / "cell_library_size.tsv", sep="\t")
+    write_mixtures(results / "pseudobulk" / "val.h5", val.features, val.proportions, val.feature_names, val.cell_types,
+                   val.sample_ids, {"normalization": "cpm"})
+    signature = read_signature(results / "signature" / "signature.tsv")
+    linear_fit = {"marker_genes_per_type": [20, 40], "min_marker_cpm": [1.0, 5.0], "weight_offset_cpm": 10.0, "cell_fractions": True}
+    for name in ("nnls", "hpvade"):
+        (results / "models" / name).mkdir(parents=True)
+    save_checkpoint(nnls.fit(train, val, signature, {"linear_fit": linear_fit}).checkpoint(
+        {"reference_cell_size": {"A": 3000.0, "B": 1500.0, "C": 2000.0}}), results / "models" / "nnls" / "checkpoint_best.pt")
+    model, _ = train_learner("hpvade", train, val, signature, {**TINY_HPVADE, "epochs": 1, "linear_fit": linear_fit}, 0, context=context)
+    save_checkpoint(model.checkpoint({"reference_cell_size": {"A": 3000.0, "B": 1500.0, "C": 2000.0}}),
+                    results / "models" / "hpvade" / "checkpoint_best.pt")
+
+    rng = np.random.default_rng(5)
+    bulks = {}
+    groups = {"first": {"AB": ["A", "B"], "C": ["C"]}, "second": {"A": ["A"], "BC": ["B", "C"]}}
+    for name, n in (("first", 6), ("second", 5)):
+        truth = pd.DataFrame(rng.dirichlet(np.ones(3), size=n), index=pd.Index([f"{name}{i}" for i in range(n)], name="sample"),
+                             columns=signature.columns)
+        expression = truth.to_numpy() @ signature.to_numpy().T * rng.lognormal(0, 0.2, size=(n, len(signature)))
+        pd.DataFrame(expression.T, index=pd.Index(signature.index, name="gene"), columns=truth.index).to_csv(tmp_path / f"{name}.tsv", sep="\t")
+        pd.DataFrame({group: truth[types].sum(axis=1) for group, types in groups[name].items()}).to_csv(tmp_path / f"{name}_truth.tsv", sep="\t")
+        bulks[name] = {"path": str(tmp_path / f"{name}.tsv"), "truth": str(tmp_path / f"{name}_truth.tsv"), "truth_groups": groups[name]}
+    (tmp_path / "mrna.tsv").write_text("cell_type\tmrna_per_cell\nA\t1.0\ndefault\t0.5\n")
+    bulks["first"]["cell_mrna"] = str(tmp_path / "mrna.tsv")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"linear_fit": linear_fit, "datasets": {"pbmc": {"bulk": {
+        "plain": {"path": bulks["second"]["path"]}, **bulks}}}}, sort_keys=False))
+    return config, results
+
+
+def test_both_benchmarks_score_every_cohort_and_the_mean_on_a_tiny_run(tmp_path, capsys):
+    from deconflow.benchmarks import linear_fit, real_bulk
+
+    config, results = _tiny_run(tmp_path)
+    common = ["--config", str(config), "--dataset", "pbmc", "--results", str(results), "--shift-sd", "0.5"]
+    assert real_bulk.main(common + ["--adapt", "2:0.001:0"]) == 0
+    out = capsys.readouterr().out
+    first, rest = out.split("real bulk 'second'")
+    second, mean = rest.split("mean over 2 cohorts (first, second")
+    assert "real bulk 'first' (6 samples, 2 groups, cell_mrna applied)" in first
+    assert "(5 samples, 2 groups, no cell_mrna)" in second
+    header = [table.split("\n")[1].split() for table in (first, second, mean)]
+    assert header[0] == ["variant", "ccc", "mean_group_r", "mae", "r", "AB", "r", "C"]
+    assert header[1] == ["variant", "ccc", "mean_group_r", "mae", "r", "A", "r", "BC"]
+    assert header[2] == ["variant", "ccc", "mean_group_r", "mae", "val_r", "val_ccc", "val_mae"]
+    for table in (first, second, mean):
+        assert "nnls (run)" in table and "hpvade encoder alone" in table and "leave-one-sample-out" in table
+    assert "val half under shift sd 0.5: hpvade gated" in mean and "val half under shift" not in first + second
+
+    # --no-cell-mrna: no reference sizes, so no cohort is converted (as the bulk without a table)
+    assert real_bulk.Cohort.load(config, "pbmc", "first", None, ["A", "B", "C"]).content is None
+
+    assert linear_fit.main(common + ["--markers", "20,all", "--offsets", "10", "--draws", "2"]) == 0
+    out = capsys.readouterr().out
+    for column in ("real_first_ccc", "real_second_mae", "real_mean_ccc", "real_mean_r", "first_shift_ccc", "second_shift_ccc"):
+        assert column in out
+    assert "20,40" in out and "1,5" in out  # the config's ensemble: its own row
+    assert "real mean over 2 cohorts over them: CCC" in out
+    assert "real 'first' over them:" in out and "real 'second' over them:" in out

@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import copy
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -124,6 +125,12 @@ class Cohort:
         """Every cohort ``args`` name (``add_arguments``), in order."""
         return [cls.load(args.config, args.dataset, name, reference_size, cell_types)
                 for name in cls.names(args.config, args.dataset, args.bulk)]
+
+    @staticmethod
+    def any_cell_mrna(args: argparse.Namespace) -> bool:
+        """Whether any cohort ``args`` name has a ``cell_mrna`` table."""
+        bulks = named_bulks(_dataset_config(args.config, args.dataset).get("bulk"))
+        return any(bulks[name].get("cell_mrna") for name in Cohort.names(args.config, args.dataset, args.bulk))
 
     def describe(self) -> str:
         """``'daism' (20 samples, 5 groups, no cell_mrna)``."""
@@ -264,6 +271,11 @@ class Run:
                    val.features[:half].astype(np.float32), torch.from_numpy(val.proportions[:half]),
                    val.features[half:].astype(np.float32), val.proportions[half:])
 
+    @cached_property
+    def val_parts(self) -> list[torch.Tensor]:
+        """HP-VADE's three sources on the scored validation half (``sources``), computed once."""
+        return sources(self.hpvade.net, self.score_x)
+
     @property
     def run_coefs(self):
         """The run's stacking weights (encoder, linear-fit prior, all-gene prior)."""
@@ -354,22 +366,20 @@ def run_model_rows(run: Run, cohorts: list[CohortInputs], scores: Scores) -> Non
     types = run.hpvade.cell_types
     scores.add("hpvade (run)", [c.hp_real for c in cohorts], types, run.hpvade.predict(run.score_x))
     scores.add("hpvade stacking (no fallback)", [stacked(c.real_parts, run.run_coefs) for c in cohorts], types,
-               stacked(sources(run.hpvade.net, run.score_x), run.run_coefs))
+               stacked(run.val_parts, run.run_coefs))
 
 
 def source_rows(run: Run, cohorts: list[CohortInputs], scores: Scores) -> None:
     """HP-VADE's encoder, linear-fit prior and all-gene prior, each alone."""
-    val_parts = sources(run.hpvade.net, run.score_x)
     for k, name in enumerate(["encoder", "linear-fit prior", "all-gene prior"]):
         scores.add(f"hpvade {name} alone", [c.real_parts[k].numpy() for c in cohorts], run.hpvade.cell_types,
-                   val_parts[k].numpy())
+                   run.val_parts[k].numpy())
 
 
 def stacking_refit_rows(run: Run, cohorts: list[CohortInputs], scores: Scores, shift_sds) -> None:
     """The stacking refitted on the first validation half, clean and under each simulated shift,
     with and without the all-gene prior."""
     net, types = run.hpvade.net, run.hpvade.cell_types
-    val_parts = sources(net, run.score_x)
     for shift_sd in [0.0] + list(shift_sds):
         x = run.fit_x
         if shift_sd > 0:
@@ -379,7 +389,7 @@ def stacking_refit_rows(run: Run, cohorts: list[CohortInputs], scores: Scores, s
         a, b = fit_blend_weights(parts[0], parts[1], run.fit_p)
         for label, coefs in [(", with all-gene prior", with_prior), ("", (a, b, torch.zeros_like(b)))]:
             scores.add(f"stacking refit on val half, shift sd {shift_sd}{label}",
-                       [stacked(c.real_parts, coefs) for c in cohorts], types, stacked(val_parts, coefs))
+                       [stacked(c.real_parts, coefs) for c in cohorts], types, stacked(run.val_parts, coefs))
 
 
 def robust_nnls_rows(run: Run, cohorts: list[CohortInputs], scores: Scores) -> None:
@@ -400,7 +410,7 @@ def fallback_gate_rows(run: Run, cohorts: list[CohortInputs], scores: Scores, sh
     for shift_sd in [0.0] + list(shift_sds):
         x = run.score_x if shift_sd == 0 else augment(torch.from_numpy(run.score_x), shift_sd, 0.0,
                                                       torch.Generator().manual_seed(BLEND_SHIFT_SEED + 1)).numpy()
-        parts, far = sources(net, x), relative_residual(net, x) > threshold
+        parts, far = (run.val_parts if shift_sd == 0 else sources(net, x)), relative_residual(net, x) > threshold
         gated[shift_sd] = (np.where(far[:, None], parts[1].numpy(), stacked(parts, coefs)), parts)
     notes, real = {}, []
     for c in cohorts:
@@ -480,7 +490,9 @@ def main(argv=None) -> int:
     args = parse_arguments(argv)
     run = Run.load(args.results)
     hpvade_path = f"{args.results}/models/hpvade/checkpoint_best.pt"
-    reference_size = None if args.no_cell_mrna else checkpoint_cell_size(read_checkpoint(hpvade_path), hpvade_path)
+    reference_size = None  # the run's library sizes per type: read only for a bulk with a `cell_mrna` table
+    if not args.no_cell_mrna and Cohort.any_cell_mrna(args):
+        reference_size = checkpoint_cell_size(read_checkpoint(hpvade_path), hpvade_path)
     cohorts = [load_cohort_inputs(run, cohort) for cohort in Cohort.load_all(args, reference_size, run.hpvade.cell_types)]
     scores = Scores(cohorts, run.score_p)
     run_model_rows(run, cohorts, scores)
