@@ -400,27 +400,30 @@ def robust_nnls_rows(run: Run, cohorts: list[CohortInputs], scores: Scores) -> N
 
 
 def fallback_gate_rows(run: Run, cohorts: list[CohortInputs], scores: Scores, shift_sds) -> dict[str, str]:
-    """HP-VADE falling back to its linear-fit prior where a sample is further from the signature
-    than any mixture of the first validation half (the threshold, no margin), on each cohort and
-    on the validation half clean and under simulated shifts (gated vs stacking vs the prior).
+    """HP-VADE falling back to its linear-fit prior (solved exactly: ``linear_fit_model``, as the
+    run's hpvade does beyond its threshold) where a sample is further from the signature than any
+    mixture of the first validation half (this threshold, no margin), on each cohort and on the
+    validation half clean and under simulated shifts (gated vs stacking vs the prior).
     Returns per cohort a note of how many samples the gate sends to the prior."""
     net, types, coefs = run.hpvade.net, run.hpvade.cell_types, run.run_coefs
+    prior = run.hpvade.linear_fit_model()
     threshold = float(relative_residual(net, run.fit_x).max())
     gated = {}
     for shift_sd in [0.0] + list(shift_sds):
         x = run.score_x if shift_sd == 0 else augment(torch.from_numpy(run.score_x), shift_sd, 0.0,
                                                       torch.Generator().manual_seed(BLEND_SHIFT_SEED + 1)).numpy()
         parts, far = (run.val_parts if shift_sd == 0 else sources(net, x)), relative_residual(net, x) > threshold
-        gated[shift_sd] = (np.where(far[:, None], parts[1].numpy(), stacked(parts, coefs)), parts)
+        exact = prior.predict(x)
+        gated[shift_sd] = (np.where(far[:, None], exact, stacked(parts, coefs)), parts, exact)
     notes, real = {}, []
     for c in cohorts:
         far = relative_residual(net, c.features) > threshold
-        real.append(np.where(far[:, None], c.real_parts[1].numpy(), c.hp_real))
+        real.append(np.where(far[:, None], prior.predict_partial(c.features), c.hp_real))
         notes[c.cohort.name] = f"residual > {threshold:.3f} for {int(far.sum())} of {len(far)} samples"
     scores.add(f"hpvade, linear-fit prior where residual > {threshold:.3f}", real, types, gated[0.0][0])
     for shift_sd in shift_sds:
-        out, parts = gated[shift_sd]
-        for label, proportions in [("gated", out), ("stacking", stacked(parts, coefs)), ("linear-fit prior", parts[1].numpy())]:
+        out, parts, exact = gated[shift_sd]
+        for label, proportions in [("gated", out), ("stacking", stacked(parts, coefs)), ("linear-fit prior", exact)]:
             scores.add(f"val half under shift sd {shift_sd}: hpvade {label}", val=proportions)
     return notes
 
