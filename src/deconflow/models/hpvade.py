@@ -220,24 +220,30 @@ class HPVADENet(nn.Module):
         return q / q.sum(dim=1, keepdim=True).clamp_min(1e-12)
 
     def proportions(self, cpm: torch.Tensor) -> torch.Tensor:
+        return self.proportions_and_fallback(cpm)[0]
+
+    def proportions_and_fallback(self, cpm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(proportions, bool per sample: beyond the fallback threshold, given the linear-fit prior).
+
+        One all-gene solve serves the stacking and the fallback test; none if neither needs it."""
         p = torch.softmax(self.proportion_logits(cpm).float(), dim=1)
+        far = torch.zeros(cpm.shape[0], dtype=torch.bool, device=cpm.device)
         if not self.nnls_blend:
-            return p
+            return p, far
         use_plain = bool((self.blend_plain > 0).any())
         use_linear = use_plain or bool((self.blend_nnls > 0).any() or (self.blend_net != 1).any())
-        # one all-gene solve serves both the stacking and the fallback test; none if neither needs it
-        plain, residual = self.plain_fit(cpm) if use_plain or bool(torch.isfinite(self.fallback_residual)) else (None, None)
-        far = residual > self.fallback_residual if residual is not None else None
-        if not use_linear and not (far is not None and bool(far.any())):
-            return p
+        plain = None
+        if use_plain or bool(torch.isfinite(self.fallback_residual)):
+            plain, residual = self.plain_fit(cpm)
+            far = residual > self.fallback_residual
+        if not use_linear and not bool(far.any()):
+            return p, far
         linear = self.nnls_prior(cpm)
         if use_plain:
             p = blend(p, torch.stack([linear, plain]), self.blend_net, torch.stack([self.blend_nnls, self.blend_plain])[:, None, :])
         elif use_linear:
             p = blend(p, linear, self.blend_net, self.blend_nnls)
-        if far is not None:
-            p = torch.where(far[:, None], linear, p)
-        return p
+        return torch.where(far[:, None], linear, p), far
 
     def signature(self) -> torch.Tensor:
         """Non-negative S in scaled space (features x types)."""
@@ -518,11 +524,24 @@ class HPVADEModel(FittedModel):
         """Proportions; samples beyond the fallback residual get the linear-fit prior solved
         exactly (:meth:`linear_fit_model`: the nnls model's fit of the same signature and designs),
         not the batched torch approximation the stacking uses."""
-        proportions = predict_in_batches(self.net.proportions, features, len(self.cell_types), batch_size)
-        far = self.off_distribution(features)
+        return self._predict_with_fallback(features, batch_size, quiet=False)[0]
+
+    def _predict_with_fallback(self, features: np.ndarray, batch_size: int, quiet: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(proportions, fallback rows) from one pass of the net; the fallback rows are refitted by
+        the exact linear fit (``predict_quiet`` of the nnls model when ``quiet``, else ``predict_partial``)."""
+        n_types = len(self.cell_types)
+
+        def both(x):
+            proportions, far = self.net.proportions_and_fallback(x)
+            return torch.cat([proportions.double(), far[:, None].double()], dim=1)
+
+        out = predict_in_batches(both, features, n_types + 1, batch_size)
+        proportions, far = out[:, :n_types], out[:, n_types] > 0
         if far.any():
-            proportions[far] = self.linear_fit_model().predict_partial(np.asarray(features)[far])
-        return proportions
+            linear_fit = self.linear_fit_model()
+            solve = linear_fit.predict_quiet if quiet else linear_fit.predict_partial
+            proportions[far] = solve(np.asarray(features)[far])
+        return proportions, far
 
     def off_distribution(self, features: np.ndarray) -> np.ndarray:
         """Samples (bool) further from the reference signature than the validation mixtures."""
@@ -544,21 +563,17 @@ class HPVADEModel(FittedModel):
         """Genes the bulk lacks stay NaN: the encoder reads them at their training mean and the
         NNLS prior drops them (see ``HPVADENet.proportion_logits`` and ``batched_nnls``).
         Samples beyond the fallback residual are logged (they get the linear-fit prior)."""
-        far = self.off_distribution(features)
+        proportions, far = self._predict_with_fallback(features, 1024, quiet=False)
         if far.any():
             log.warning("%d of %d samples are further from the reference signature than the validation mixtures "
                         "(relative residual > %.3f): HP-VADE reports its linear-fit prior for them (rows %s)",
                         int(far.sum()), len(far), float(self.net.fallback_residual), np.flatnonzero(far).tolist())
-        return self.predict(features)
+        return proportions
 
     def predict_quiet(self, features: np.ndarray) -> np.ndarray:
         """``predict`` without log lines, in large batches (the batched NNLS priors' iterations
         cost the same for 1 or 4,096 rows), fallback rows through the nnls model's reduced solver."""
-        proportions = predict_in_batches(self.net.proportions, features, len(self.cell_types), 4096)
-        far = self.off_distribution(features)
-        if far.any():
-            proportions[far] = self.linear_fit_model().predict_quiet(np.asarray(features)[far])
-        return proportions
+        return self._predict_with_fallback(features, 4096, quiet=True)[0]
 
     def held_out_estimates(self, features: np.ndarray, truth: np.ndarray, n_folds: int = 2) -> np.ndarray:
         """The stacking coefficients were fitted on the validation mixtures, so their own
