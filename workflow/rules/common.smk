@@ -254,12 +254,11 @@ def all_outputs(wildcards):
             outputs.append(f"results/{dataset}/plots/{model}/scatter.png")
             if model in MODULES and MODULES[model][1]:  # learned: has a training log
                 outputs.append(f"results/{dataset}/plots/{model}/training_curves.png")
-            trust = ("qc", "intervals") if model not in PEERS else ()  # peers: none
             for bulk in dataset_bulks(dataset):
-                for name in ("proportions", *trust):
-                    outputs.append(
-                        f"results/{dataset}/deconvolution/{bulk}/{model}/{name}.csv"
-                    )
+                outputs.append(
+                    f"results/{dataset}/deconvolution/{bulk}/{model}/proportions.csv"
+                )
+                outputs.extend(trust_files(dataset, bulk, model).values())
             for bulk in bulks_with_truth(dataset):
                 outputs.append(f"results/{dataset}/plots/bulk_{bulk}/{model}/miami.png")
                 outputs.append(
@@ -513,26 +512,25 @@ TRUST_CODE = library_files("trust", "evaluation", "threads")
 CALIBRATION = "results/{dataset}/models/{model}/calibration.json"
 
 
-def bulk_intervals_input(wildcards):
-    """A model's intervals.csv of the bulk (deconflow's models); peers have none."""
-    if wildcards.model in PEERS:
+def trust_files(dataset, bulk, model, names=("qc", "intervals")):
+    """{name: path} of the per-sample trust files (deconflow.trust) of a model on a bulk; peers
+    have none."""
+    if model in PEERS:
         return {}
     return {
-        "intervals": "results/{dataset}/deconvolution/{bulk}/{model}/intervals.csv".format(
-            **wildcards
-        )
+        name: f"results/{dataset}/deconvolution/{bulk}/{model}/{name}.csv"
+        for name in names
     }
+
+
+def bulk_intervals_input(wildcards):
+    """A model's intervals.csv of the bulk (scored against the truth's groups)."""
+    return trust_files(wildcards.dataset, wildcards.bulk, wildcards.model, ("intervals",))
 
 
 def bulk_qc_input(wildcards):
-    """A model's qc.csv of the bulk (flagged samples marked in its Miami plot); peers have none."""
-    if wildcards.model in PEERS:
-        return {}
-    return {
-        "qc": "results/{dataset}/deconvolution/{bulk}/{model}/qc.csv".format(
-            **wildcards
-        )
-    }
+    """A model's qc.csv of the bulk (flagged samples marked in its Miami plot)."""
+    return trust_files(wildcards.dataset, wildcards.bulk, wildcards.model, ("qc",))
 
 
 def calibration_inputs(wildcards):
