@@ -9,7 +9,7 @@ ENV := PATH="$(BIN):$$PATH"
 WHEELS ?= /opt/wheels
 PIP_EXTRA := $(if $(wildcard $(WHEELS)),--find-links $(WHEELS),)
 
-.PHONY: run test dry-run report bench bench-real bench-linear-fit bench-intervals bench-scale lint clean-results
+.PHONY: run test dry-run report bench bench-real bench-linear-fit bench-intervals bench-scale bench-devices lint clean-results
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,14 @@ bench-intervals: $(STAMP)
 # (BENCH_SCALE_ARGS="--sizes 1000000 --max-gb 10" for an atlas-sized one; see the module docstring)
 bench-scale: $(STAMP)
 	$(ENV) nice -n 10 python -m deconflow.benchmarks.scale $(BENCH_SCALE_ARGS)
+
+# training seconds per epoch, peak GPU memory and held-out accuracy of hpvade and scaden on this
+# machine (CUDA when torch sees one, with the cross-device checks), default and full configs
+# (needs `make run` first: the split and signature; docs/benchmarks.md)
+bench-devices: $(STAMP)
+	$(ENV) python -m deconflow.benchmarks.devices plan --cap full:hpvade=40 --cap full:scaden=20 --out benchmarks/devices/plan.json
+	$(ENV) python -m deconflow.benchmarks.devices run --plan benchmarks/devices/plan.json --work benchmarks/devices/work \
+		--out benchmarks/devices/result.json --cross-device
 
 # the linear fit's settings on validation mixtures (clean / shifted) beside every real cohort
 # with truth and their mean (needs `make run` first)

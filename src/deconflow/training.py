@@ -365,10 +365,14 @@ def checkpoint_provenance(identity: dict, provenance: dict | None, device, setti
 def _log_start(model_name, run_provenance, settings, device, train, val, signature) -> None:
     import torch
 
-    log.info("training %s on %s (torch %s, %d threads); %d train / %d val mixtures, %d features, %d cell types",
-             model_name, run_provenance["device"], torch.__version__,
-             torch_threads(settings) if device.type == "cpu" else 0,
-             len(train.features), len(val.features), len(signature.index), len(signature.columns))
+    if device.type == "cpu":
+        runtime = f"torch {torch.__version__}, {torch_threads(settings)} threads"
+    else:
+        precision = "bf16 autocast" if settings["mixed_precision"] and torch.cuda.is_bf16_supported() else (
+            "fp16 autocast" if settings["mixed_precision"] else "fp32")
+        runtime = f"torch {torch.__version__}, {precision}"
+    log.info("training %s on %s (%s); %d train / %d val mixtures, %d features, %d cell types", model_name,
+             run_provenance["device"], runtime, len(train.features), len(val.features), len(signature.index), len(signature.columns))
 
 
 def build_learner(model_name, train, val, signature, settings, context, seed, device) -> tuple[Learner, TrainingTensors]:
