@@ -142,3 +142,50 @@ def test_marker_set_ensemble_is_the_mean_of_its_single_fits_and_recovers_a_noise
     np.testing.assert_allclose(model.predict(noisy), np.mean([m.predict(noisy) for m in singles], axis=0), atol=1e-12)
     mrna = mixtures.proportions * np.array(LIBRARY_SIZES)
     np.testing.assert_allclose(model.predict(mixtures.features), mrna / mrna.sum(axis=1, keepdims=True), atol=1e-5)
+
+
+def _cap_case():
+    """A 4-type signature of 200 genes (each type 50 specific genes) and a mixture whose one
+    weakly type-3 gene is 1,000x what the mixture holds (a protocol effect no proportions explain)."""
+    rng = np.random.default_rng(3)
+    values = rng.gamma(2.0, 20.0, size=(200, 4))
+    for k in range(4):
+        values[k * 50 : (k + 1) * 50, k] *= 8.0
+    values = values / values.sum(axis=0) * 1e6
+    signature = pd.DataFrame(values, index=[f"g{i}" for i in range(200)], columns=[f"type{k}" for k in range(4)])
+    truth = np.array([0.4, 0.3, 0.2, 0.1])
+    clean = values @ truth
+    shifted = clean.copy()
+    outlier = 150 + int(np.argmin(values[150:, 3] / values[150:, :3].max(axis=1)))  # type 3's weakest marker
+    shifted[outlier] *= 1000.0
+    return signature, truth, clean, shifted
+
+
+@pytest.mark.parametrize("cap", [None, 30.0])
+def test_noise_free_mixture_is_recovered_exactly_with_or_without_the_cap(cap):
+    signature, truth, clean, _ = _cap_case()
+    rows, weights = linear_fit_design(signature, {"marker_genes_per_type": [20, 40], "min_marker_cpm": [1.0], "weight_offset_cpm": 10.0})
+    from deconflow.models.nnls import NNLSModel
+
+    model = NNLSModel(signature, rows=rows, weights=weights, max_bulk_ratio=cap)
+    assert model.bulk_factors(clean[None, :]) is None  # no mixture exceeds its purest type
+    np.testing.assert_allclose(model.predict(clean[None, :])[0], truth, atol=1e-9)
+
+
+def test_a_gene_beyond_any_mixture_is_capped_not_followed():
+    signature, truth, _, shifted = _cap_case()
+    rows, weights = linear_fit_design(signature, {"marker_genes_per_type": [50], "min_marker_cpm": [1.0], "weight_offset_cpm": 10.0})
+    from deconflow.models.nnls import NNLSModel
+
+    uncapped = NNLSModel(signature, rows=rows, weights=weights, max_bulk_ratio=None).predict(shifted[None, :])[0]
+    capped_model = NNLSModel(signature, rows=rows, weights=weights, max_bulk_ratio=30.0)
+    factors = capped_model.bulk_factors(shifted[None, :])
+    assert factors is not None and (factors < 1).sum() == 1  # exactly the one gene
+    capped = capped_model.predict(shifted[None, :])[0]
+    assert np.abs(uncapped - truth).max() > 0.2  # the one gene drags the plain weighted fit
+    assert np.abs(capped - truth).max() < 0.05
+    # the cap survives a checkpoint round trip (and old states without it load as uncapped)
+    state = capped_model.state()
+    assert NNLSModel.from_state(state, signature.index, signature.columns, "cpm").max_bulk_ratio == 30.0
+    del state["max_bulk_ratio"]
+    assert NNLSModel.from_state(state, signature.index, signature.columns, "cpm").max_bulk_ratio is None

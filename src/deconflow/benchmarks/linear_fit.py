@@ -1,8 +1,10 @@
 """How the ``linear_fit`` settings were chosen, and how much the real cohorts depend on them.
 
 The linear fit (``nnls``, and HP-VADE's linear-fit prior) has three settings that matter on
-real bulk: ``marker_genes_per_type``, ``min_marker_cpm`` and ``weight_offset_cpm``. This prints,
-for a grid of single settings and the config's own (``*``; now a marker-set ensemble: lists),
+real bulk: ``marker_genes_per_type``, ``min_marker_cpm``, ``weight_offset_cpm`` and
+``max_bulk_ratio`` (the cap on bulk genes beyond any mixture). This prints, for a grid of single
+settings, the config's own (``*``; now a marker-set ensemble: lists) and the config's marker
+setting with other caps (``--max-bulk-ratio``),
 the fit's figures on a finished run's validation mixtures (never the test mixtures), clean and
 under simulated platform shifts (per-gene log-normal factors shared by all mixtures of a draw,
 as ``train.hpvade.augment_gene_sd`` simulates them; mean and spread over ``--draws`` draws)
@@ -109,6 +111,12 @@ def settings_rows(chosen: dict, markers, min_cpms, offsets) -> list[dict]:
     return rows
 
 
+def cap_rows(chosen: dict, caps) -> list[dict]:
+    """The config's marker setting with each other ``max_bulk_ratio`` in ``caps`` (the config's
+    own value is the ``*`` row already)."""
+    return [{"setting": {**chosen, "max_bulk_ratio": cap}, "default": ""} for cap in caps if cap != chosen.get("max_bulk_ratio")]
+
+
 def validation_conditions(val, signature: pd.DataFrame, cohorts, real_xs, shift_sds, draws: int) -> list[tuple[str, list]]:
     """``(name, [mixture features, ...])``: the clean validation mixtures (``val``), ``draws``
     simulated platforms per shift sd (``sd{sd}``) and each cohort's own per-gene factors
@@ -138,6 +146,8 @@ def main(argv=None) -> int:
                         help="marker_genes_per_type values, comma separated ('all': every gene)")
     parser.add_argument("--min-cpm", default="1", help="min_marker_cpm values, comma separated")
     parser.add_argument("--offsets", default="1,10,100", help="weight_offset_cpm values, comma separated ('none': unweighted)")
+    parser.add_argument("--max-bulk-ratio", default="none,5,10,20,30,50,100",
+                        help="max_bulk_ratio values tried with the config's marker setting, comma separated ('none': no cap)")
     parser.add_argument("--shift-sd", type=float, nargs="*", default=[0.5, 1.0])
     parser.add_argument("--draws", type=int, default=5, help="simulated platforms per shift sd")
     parser.add_argument("--per-group", action="store_true", help="also print each cohort's r per group")
@@ -157,11 +167,13 @@ def main(argv=None) -> int:
     rows, real = [], {c.name: [] for c in cohorts}
     grid = settings_rows(chosen, _values(args.markers, lambda m: None if m == "all" else int(m)),
                          _values(args.min_cpm, float), _values(args.offsets, lambda o: None if o == "none" else float(o)))
+    grid += cap_rows(chosen, _values(args.max_bulk_ratio, lambda c: None if c == "none" else float(c)))
     for index, item in enumerate(grid):
         setting = item["setting"]
         model = nnls.fit(val, None, signature, {"linear_fit": setting})
         row = {"markers": _label(setting["marker_genes_per_type"], "all"), "min_cpm": _label(setting["min_marker_cpm"], "none"),
-               "offset": _label(setting["weight_offset_cpm"], "none"), "default": item["default"],
+               "offset": _label(setting["weight_offset_cpm"], "none"), "cap": _label(setting.get("max_bulk_ratio"), "none"),
+               "default": item["default"],
                **validation_scores(model, conditions, val.proportions)}
         for cohort, x in zip(cohorts, real_xs):
             scores = group_scores(cohort.shares(model.predict_partial(x), model.cell_types), cohort.measured, cohort.groups)

@@ -137,6 +137,8 @@ class HPVADENet(nn.Module):
         # and the per-type mean library size (mRNA → cell fractions; ones: no conversion)
         self.register_buffer("prior_root_weight", torch.ones(self.prior_designs, n_features if nnls_blend else 0))
         self.register_buffer("prior_library_size", torch.ones(n_types))
+        # the linear fit's cap on bulk genes beyond any mixture (``NNLSModel.max_bulk_ratio``; inf: none)
+        self.register_buffer("prior_max_bulk_ratio", torch.tensor(float("inf")))
         # second prior: plain NNLS on every gene (unweighted, same cell-fraction conversion). The
         # weighted marker fit holds up on bulk of another platform, but markers of a rare type
         # picked from a few train cells are noise (ILC r 0.09 on held-out PBMC pseudobulk);
@@ -384,6 +386,8 @@ def build_net(train_features: np.ndarray, signature: pd.DataFrame, settings: dic
             net.plain_prior_scale.fill_(float(S.max().clamp_min(1e-12)))
             net.plain_prior_signature.copy_(S / net.plain_prior_scale)
             sizes = signature.attrs.get("cell_library_size")
+            if linear_fit.get("max_bulk_ratio") is not None:
+                net.prior_max_bulk_ratio.fill_(float(linear_fit["max_bulk_ratio"]))
             if linear_fit["cell_fractions"] and sizes is not None:
                 net.prior_library_size.copy_(torch.as_tensor(np.asarray(sizes, dtype=np.float32)))
             log.info("NNLS prior: %d designs over %d genes, weights %s, %s", len(weights), len(rows), linear_fit["weight_offset_cpm"],
@@ -499,7 +503,7 @@ class HPVADELearner(Learner):
 
 #: Buffers added after the first checkpoints were written (see ``HPVADEModel.from_state``).
 NEWER_BUFFERS = {"prior_root_weight", "prior_library_size", "plain_prior_signature", "plain_prior_scale", "blend_plain",
-                 "fallback_residual"}
+                 "fallback_residual", "prior_max_bulk_ratio"}
 
 ARCHITECTURE_KEYS = ("hidden_sizes", "dropout", "latent_dim", "vae_hidden", "nnls_blend", "prior_iterations")
 
@@ -556,8 +560,9 @@ class HPVADEModel(FittedModel):
             root_weight = net.prior_root_weight.double().numpy()
             sizes = net.prior_library_size.double().numpy()
         rows = np.flatnonzero((root_weight > 0).any(axis=0))
+        cap = float(net.prior_max_bulk_ratio)
         return NNLSModel(pd.DataFrame(signature, index=self.feature_names, columns=self.cell_types), rows=rows,
-                         weights=root_weight[:, rows] ** 2, library_size=sizes)
+                         weights=root_weight[:, rows] ** 2, library_size=sizes, max_bulk_ratio=cap if np.isfinite(cap) else None)
 
     def predict_partial(self, features: np.ndarray) -> np.ndarray:
         """Genes the bulk lacks stay NaN: the encoder reads them at their training mean and the
