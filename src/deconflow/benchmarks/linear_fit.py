@@ -217,8 +217,9 @@ def print_ties(frame: pd.DataFrame, shift_sds, cohorts: list[str]) -> None:
     if spread not in frame:  # clean validation only: one evaluation, no spread
         frame = frame.assign(**{spread: 0.0})
     tied = frame[equivalent_rows(frame, criterion, spread)]
-    print(f"\nsettings validation cannot tell apart ({criterion} within one draw spread of the best; markers/min_cpm/offset): "
-          + ", ".join(f"{m}/{c}/{o}{d}" for m, c, o, d in zip(tied["markers"], tied["min_cpm"], tied["offset"], tied["default"])))
+    print(f"\nsettings validation cannot tell apart ({criterion} within one draw spread of the best; markers/min_cpm/offset/cap): "
+          + ", ".join(f"{m}/{c}/{o}/{cap}{d}" for m, c, o, cap, d in zip(tied["markers"], tied["min_cpm"], tied["offset"], tied["cap"],
+                                                                          tied["default"])))
     for prefix, what in [("real_mean", f"mean over {len(cohorts)} cohorts")] + [(f"real_{c}", repr(c)) for c in cohorts]:
         print(f"real {what} over them: " + ", ".join(
             f"{label} {tied[f'{prefix}_{key}'].min():.3f}-{tied[f'{prefix}_{key}'].max():.3f}"
