@@ -8,8 +8,10 @@ Bulk-like samples: held-out test mixtures drawn with replacement, each gene's CP
 a per-sample log-normal factor (sd 0.3, seeded) and renormalised, with 10 % of the genes missing
 (as a real bulk lacks some of the reference's genes). Prints, per model, the wall time of the
 intervals (the model's prediction plus its gene-masked replicates, with the model's
-``calibration.json``) and of the qc rows, on ``--threads`` BLAS / torch threads (default 2; the
-pipeline's rules use 1, ``deconflow.threads``), and the
+``calibration.json``) and of the qc rows, on ``--threads`` BLAS / torch threads (default 1, as the
+pipeline's rules and the CLI run, ``deconflow.threads``; on a 2-core machine busy with other work,
+2 threads made hpvade's intervals 6x slower, 380 s vs 61 s: HP-VADE's batched NNLS priors are
+many small torch operations, and each parallel region waits for a descheduled thread), and the
 coverage of the nominal intervals on these perturbed mixtures (perturbed, so not exchangeable
 with the validation mixtures: a figure, not a check). CPU seconds are printed beside the wall
 time: on a shared machine the wall time measures the neighbours too.
@@ -47,7 +49,7 @@ def main(argv=None) -> None:
     parser.add_argument("--models", nargs="+", default=["nnls", "hpvade"])
     parser.add_argument("--n-samples", type=int, default=2000)
     parser.add_argument("--level", type=float, default=0.9)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     from ..threads import fixed_threads

@@ -224,10 +224,13 @@ class HPVADENet(nn.Module):
     def proportions(self, cpm: torch.Tensor) -> torch.Tensor:
         return self.proportions_and_fallback(cpm)[0]
 
-    def proportions_and_fallback(self, cpm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def proportions_and_fallback(self, cpm: torch.Tensor, linear_for_far: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """(proportions, bool per sample: beyond the fallback threshold, given the linear-fit prior).
 
-        One all-gene solve serves the stacking and the fallback test; none if neither needs it."""
+        One all-gene solve serves the stacking and the fallback test; none if neither needs it.
+        ``linear_for_far=False``: the caller refits the fallback rows exactly, so when every row of
+        the batch falls back the batched linear-fit prior is not computed (their rows hold the
+        encoder's proportions instead)."""
         p = torch.softmax(self.proportion_logits(cpm).float(), dim=1)
         far = torch.zeros(cpm.shape[0], dtype=torch.bool, device=cpm.device)
         if not self.nnls_blend:
@@ -239,6 +242,8 @@ class HPVADENet(nn.Module):
             plain, residual = self.plain_fit(cpm)
             far = residual > self.fallback_residual
         if not use_linear and not bool(far.any()):
+            return p, far
+        if not linear_for_far and bool(far.all()):
             return p, far
         linear = self.nnls_prior(cpm)
         if use_plain:
@@ -536,7 +541,7 @@ class HPVADEModel(FittedModel):
         n_types = len(self.cell_types)
 
         def both(x):
-            proportions, far = self.net.proportions_and_fallback(x)
+            proportions, far = self.net.proportions_and_fallback(x, linear_for_far=False)
             return torch.cat([proportions.double(), far[:, None].double()], dim=1)
 
         out = predict_in_batches(both, features, n_types + 1, batch_size)
