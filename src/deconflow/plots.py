@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .errors import DeconflowError  # noqa: E402
-from .tables import read_table, to_numbers  # noqa: E402
+from .io.tables import read_table, to_numbers  # noqa: E402
 from .evaluation import pearson_r, wide_from_long  # noqa: E402
 from .io import atomic_path  # noqa: E402
 

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from deconflow.bulk_formats import detect_format, read_rna_bulk
+from deconflow.io.bulks import detect_format, read_rna_bulk
 from deconflow.deconvolve import deconvolve_file
 from deconflow.errors import DeconflowError
 from deconflow.io import read_reference

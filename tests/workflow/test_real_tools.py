@@ -29,7 +29,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from deconflow.bulk_formats import read_rna_bulk
+from deconflow.io.bulks import read_rna_bulk
 from deconflow.deconvolve import deconvolve_file
 from deconflow.models import save_checkpoint
 from deconflow.models.nnls import NNLSModel
