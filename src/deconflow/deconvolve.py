@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io.bulks import expand_bulk_paths, read_rna_bulk
 from .cell_content import checkpoint_cell_size, read_cell_mrna, to_bulk_cell_fractions
 from .errors import DeconflowError
-from .io.genes import match_bulk_genes, overlap_fix, read_gene_table, strip_version
 from .io import read_bulk, write_table
+from .io.bulks import expand_bulk_paths, read_rna_bulk
+from .io.genes import match_bulk_genes, overlap_fix, read_gene_table, strip_version
 from .io.methylation_calls import SUFFIX_FORMATS, calls_format, read_methylation_samples
+from .io.references import reference_gene_aliases
 from .models import FittedModel, from_checkpoint, read_checkpoint
 from .normalize import CPM_SCALE, LOG_SCALE_MAX, looks_log_scaled
-from .io.references import reference_gene_aliases
 from .threads import with_fixed_threads
 from .trust import QC_DEFAULTS, default_calibration_path, parse_plausible, trust_tables
 

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from .errors import DeconflowError
-from .io.tables import MISSING, read_numeric_table, read_table, to_numbers
 from .evaluation import PRESENCE_THRESHOLD, compute_metrics, long_table
+from .io.tables import MISSING, read_numeric_table, read_table, to_numbers
 
 #: The name of a dataset's bulk given as a plain path (`bulk: PATH`).
 SINGLE_BULK_NAME = "bulk"

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deconflow.io.bulks import detect_format, read_rna_bulk, sample_name_from_bam
 from deconflow.errors import DeconflowError
+from deconflow.io.bulks import detect_format, read_rna_bulk, sample_name_from_bam
 from deconflow.io.genes import ENSEMBL, SYMBOL, canonical_genes, identifier_kind, match_bulk_genes, read_gene_table, strip_version
 
 TABLE = pd.DataFrame({

@@ -9,10 +9,10 @@ import pytest
 import scipy.sparse as sp
 
 from deconflow.io import Reference, open_reference, read_mixtures
+from deconflow.io.references import _check_counts_chunked, _is_raw_counts, read_any_reference
 from deconflow.models.hpvade import _subsample_cells
 from deconflow.normalize import cpm
 from deconflow.pseudobulk import MixtureSettings, in_memory_chunks, make_pseudobulk, pseudobulk_for_split
-from deconflow.io.references import _check_counts_chunked, _is_raw_counts, read_any_reference
 from deconflow.signature import cell_type_library_size, cell_type_means_chunked
 from deconflow.training import read_training_cells, subsample_rows
 

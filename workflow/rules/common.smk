@@ -4,8 +4,8 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from deconflow.io.bulks import expand_bulk_paths
 from deconflow.errors import DeconflowError
+from deconflow.io.bulks import expand_bulk_paths
 from deconflow.peers import PEERS as PEER_SPECS
 from deconflow.registry import MODULES, USES_LINEAR_FIT, USES_READ_FIT
 from deconflow.truth import named_bulks
@@ -108,7 +108,17 @@ def dataset_config(wildcards):
 #: anything imports them all (the package's own layers: src/deconflow/io/__init__.py)
 IO_FILES = tuple(
     f"io/{m}"
-    for m in ("__init__", "tables", "files", "genes", "references", "mixtures", "bulks", "methylation_calls", "data")
+    for m in (
+        "__init__",
+        "tables",
+        "files",
+        "genes",
+        "references",
+        "mixtures",
+        "bulks",
+        "methylation_calls",
+        "data",
+    )
 )
 
 

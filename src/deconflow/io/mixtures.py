@@ -25,7 +25,6 @@ MIXTURE_FORMAT_VERSION = 1
 PRODUCER_RULE = {"cpm": "make_pseudobulk", "beta": "simulate_methylation"}
 
 
-
 @dataclass
 class MixtureSet:
     """Mixtures with known proportions: the unit the models train and are evaluated on."""
