@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DeconflowError
-from .tables import read_table
+from .io.tables import read_table
 
 #: Row of a ``cell_mrna`` table used for reference types the table does not list.
 DEFAULT_ROW = "default"

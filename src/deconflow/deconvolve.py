@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .bulk_formats import expand_bulk_paths, read_rna_bulk
 from .cell_content import checkpoint_cell_size, read_cell_mrna, to_bulk_cell_fractions
 from .errors import DeconflowError
-from .genes import match_bulk_genes, overlap_fix, read_gene_table, strip_version
 from .io import read_bulk, write_table
-from .methylation_formats import SUFFIX_FORMATS, calls_format, read_methylation_samples
+from .io.bulks import expand_bulk_paths, read_rna_bulk
+from .io.genes import match_bulk_genes, overlap_fix, read_gene_table, strip_version
+from .io.methylation_calls import SUFFIX_FORMATS, calls_format, read_methylation_samples
+from .io.references import reference_gene_aliases
 from .models import FittedModel, from_checkpoint, read_checkpoint
 from .normalize import CPM_SCALE, LOG_SCALE_MAX, looks_log_scaled
-from .reference_formats import reference_gene_aliases
 from .threads import with_fixed_threads
 from .trust import QC_DEFAULTS, default_calibration_path, parse_plausible, trust_tables
 
@@ -122,7 +122,7 @@ def _source_name(bulk_path) -> str:
 
 def read_rna_bulk_for_model(bulk_path, model: FittedModel, min_overlap: int, bulk_format=None, quantity: str = "counts",
                             gene_table=None, reference=None, gene_column=None, counts_layer=None, tx2gene=None, strand=None) -> pd.DataFrame:
-    """A bulk RNA file of any accepted format, its genes matched to the model's (deconflow.genes),
+    """A bulk RNA file of any accepted format, its genes matched to the model's (deconflow.io.genes),
     re-indexed by model feature names; too few matches is an error naming both identifier types."""
     bulk, _ = read_rna_bulk(bulk_path, bulk_format, quantity, tx2gene, strand=strand)
     source = _source_name(expand_bulk_paths(bulk_path))
@@ -152,7 +152,7 @@ def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bu
     """Model checkpoint + bulk file(s) -> proportions CSV (samples x cell types).
 
     RNA models: ``bulk_path`` is a path, glob, folder or list in any format of
-    ``deconflow.bulk_formats``; ``rna_settings`` are the other keyword arguments of
+    ``deconflow.io.bulks``; ``rna_settings`` are the other keyword arguments of
     :func:`read_rna_bulk_for_model` (``quantity``, ``gene_table``, ``reference``, ``gene_column``,
     ``counts_layer``, ``tx2gene``, ``strand``). Methylation models: one regions x samples betas table, or one
     or more per-sample Bismark / MethylDackel call files (paths, globs or a list), aggregated into

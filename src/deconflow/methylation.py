@@ -58,8 +58,9 @@ import numpy as np
 import pandas as pd
 
 from .errors import DeconflowError
-from .io import _check_unique, file_checksum, write_mixtures, write_table
-from .tables import non_numeric_columns, read_numeric_table, read_table, to_numbers
+from .io.files import _check_unique, file_checksum, write_table
+from .io.mixtures import write_mixtures
+from .io.tables import non_numeric_columns, read_numeric_table, read_table, to_numbers
 
 NANOMIX_PACKAGE = "nanomix==0.2.0"
 NANOMIX_ATLAS_MEMBER = "nanomix/tests/test_data/39Bisulfite.tsv"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import DeconflowError
-from .tables import read_table, to_numbers
+from .io.tables import read_table, to_numbers
 
 #: Columns shown first, when present; the per-term losses follow.
 LEADING = ["epoch", "train_total", "val_total", "val_selection", "val_mae", "val_mean_r", "lr", "seconds"]

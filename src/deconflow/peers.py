@@ -236,13 +236,13 @@ def write_profiles(profiles: pd.DataFrame, path: str | Path) -> None:
 
 def match_bulk_to_reference(bulk_path, reference_genes, min_overlap: int, bulk_format=None, quantity: str = "counts",
                             gene_table=None, reference=None, gene_column=None, counts_layer=None, tx2gene=None) -> pd.DataFrame:
-    """A bulk file of any accepted format (``deconflow.bulk_formats``) as genes x samples, its
+    """A bulk file of any accepted format (``deconflow.io.bulks``) as genes x samples, its
     genes matched to the reference's (symbols or Ensembl IDs, as for deconflow's models); too few
     matches is an error naming the file. Values stay as read (linear; log-scaled input refused)."""
-    from .bulk_formats import expand_bulk_paths, read_rna_bulk
-    from .genes import match_bulk_genes, overlap_fix, read_gene_table
+    from .io.bulks import expand_bulk_paths, read_rna_bulk
+    from .io.genes import match_bulk_genes, overlap_fix, read_gene_table
     from .normalize import looks_log_scaled
-    from .reference_formats import reference_gene_aliases
+    from .io.references import reference_gene_aliases
 
     bulk, _ = read_rna_bulk(bulk_path, None if bulk_format == "auto" else bulk_format, quantity, tx2gene)
     paths = expand_bulk_paths(bulk_path)
@@ -367,7 +367,7 @@ def run_peer(name: str, reference, bulk, out_csv: str | Path, *, label_key: str 
     ``reference``: an AnnData or an h5ad path of single cells with raw integer counts (``.X``, or
     ``counts_layer``) and labels in ``obs[label_key]`` — the cells the peer learns from (the
     pipeline gives the train pool). ``bulk``: a genes x samples DataFrame or any bulk file deconflow
-    reads (``deconflow.bulk_formats``), genes named as the reference's (symbols), linear values
+    reads (``deconflow.io.bulks``), genes named as the reference's (symbols), linear values
     (counts, TPM or CPM: renormalised to CPM over the shared genes). ``cell_mrna``: the bulk's
     mRNA-per-cell table (applied to mRNA-share peers only, see the module docstring). The peer's
     venv is built under ``env_dir`` if missing or older than its pin file (network access then).

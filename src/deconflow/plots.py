@@ -13,9 +13,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .errors import DeconflowError  # noqa: E402
-from .tables import read_table, to_numbers  # noqa: E402
 from .evaluation import pearson_r, wide_from_long  # noqa: E402
 from .io import atomic_path  # noqa: E402
+from .io.tables import read_table, to_numbers  # noqa: E402
 
 #: beyond this many cell types, the smallest are grouped as "other" so the legend stays readable
 MAX_LEGEND_TYPES = 20

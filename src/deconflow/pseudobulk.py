@@ -206,8 +206,8 @@ class _PoolChunks:
 def pseudobulk_for_split(reference, splits: np.ndarray, split: str, settings: MixtureSettings, seed: int, out_path) -> dict:
     """Make and write the mixtures of one split from its own cells; returns a summary for the log.
 
-    ``reference``: a ``deconflow.reference_formats.ReferenceSource`` (counts read from the file
-    a chunk at a time, one pass) or an in-memory ``deconflow.io.Reference``.
+    ``reference``: a ``deconflow.io.references.ReferenceSource`` (counts read from the file
+    a chunk at a time, one pass) or an in-memory ``deconflow.io.references.Reference``.
 
     Every reference cell type must have cells in this split (otherwise its proportion could not
     be realised): the error names the type and the fix.

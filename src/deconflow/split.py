@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DeconflowError
-from .tables import read_table
+from .io.tables import read_table
 
 SPLITS = ("train", "val", "test")
 

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from .errors import DeconflowError
-from .tables import MISSING, read_numeric_table, read_table, to_numbers
 from .evaluation import PRESENCE_THRESHOLD, compute_metrics, long_table
+from .io.tables import MISSING, read_numeric_table, read_table, to_numbers
 
 #: The name of a dataset's bulk given as a plain path (`bulk: PATH`).
 SINGLE_BULK_NAME = "bulk"
@@ -42,7 +42,7 @@ def named_bulks(bulk_setting) -> dict[str, dict]:
             "path": str(entry["path"]) if isinstance(entry["path"], (str, Path)) else [str(p) for p in entry["path"]],
             "truth": entry.get("truth"),
             "truth_groups": dict(entry.get("truth_groups") or {}),
-            # how to read it (deconflow.bulk_formats): format, quantity, tx2gene; its mRNA per cell
+            # how to read it (deconflow.io.bulks): format, quantity, tx2gene; its mRNA per cell
             **{key: entry[key] for key in ("format", "quantity", "strand", "tx2gene", "cell_mrna") if entry.get(key) is not None},
         }
         for name, entry in bulk_setting.items()

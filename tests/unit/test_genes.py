@@ -1,13 +1,13 @@
-"""Gene identifiers (deconflow.genes) and bulk format detection (deconflow.bulk_formats) on small
+"""Gene identifiers (deconflow.io.genes) and bulk format detection (deconflow.io.bulks) on small
 tables written here."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from deconflow.bulk_formats import detect_format, read_rna_bulk, sample_name_from_bam
 from deconflow.errors import DeconflowError
-from deconflow.genes import ENSEMBL, SYMBOL, canonical_genes, identifier_kind, match_bulk_genes, read_gene_table, strip_version
+from deconflow.io.bulks import detect_format, read_rna_bulk, sample_name_from_bam
+from deconflow.io.genes import ENSEMBL, SYMBOL, canonical_genes, identifier_kind, match_bulk_genes, read_gene_table, strip_version
 
 TABLE = pd.DataFrame({
     "ensembl_id": ["ENSG00000000001", "ENSG00000000002", "ENSG00000000003", "ENSG00000000004", "ENSG00000000005"],

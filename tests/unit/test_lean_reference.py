@@ -9,10 +9,10 @@ import pytest
 import scipy.sparse as sp
 
 from deconflow.io import Reference, open_reference, read_mixtures
+from deconflow.io.references import _check_counts_chunked, _is_raw_counts, read_any_reference
 from deconflow.models.hpvade import _subsample_cells
 from deconflow.normalize import cpm
 from deconflow.pseudobulk import MixtureSettings, in_memory_chunks, make_pseudobulk, pseudobulk_for_split
-from deconflow.reference_formats import _check_counts_chunked, _is_raw_counts, read_any_reference
 from deconflow.signature import cell_type_library_size, cell_type_means_chunked
 from deconflow.training import read_training_cells, subsample_rows
 
@@ -73,7 +73,7 @@ def test_type_means_refuse_a_type_without_cells():
 
 def test_mixtures_from_the_file_in_chunks_equal_the_in_memory_ones(tmp_path, monkeypatch):
     import deconflow.pseudobulk as pseudobulk
-    import deconflow.reference_formats as formats
+    import deconflow.io.references as formats
 
     path = _write_reference(tmp_path / "ref.h5ad", n_cells=300)
     whole = read_any_reference(path)
@@ -130,7 +130,7 @@ def test_chunked_raw_counts_check_agrees_with_the_whole_array_check(tmp_path, va
 def test_reference_source_of_an_in_memory_reference_chunks_like_the_file():
     ref = Reference(counts=sp.csr_matrix(np.arange(12, dtype=np.float32).reshape(4, 3)), cell_ids=np.array(list("abcd")),
                     genes=np.array(["x", "y", "z"]), labels=np.array(["A", "B", "A", "B"]))
-    from deconflow.reference_formats import ReferenceSource
+    from deconflow.io.references import ReferenceSource
 
     source = ReferenceSource.from_reference(ref)
     parts = list(source.chunks(np.array([0, 2, 3]), chunk_nnz=2))

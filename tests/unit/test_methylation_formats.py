@@ -9,7 +9,7 @@ import pytest
 from deconflow.deconvolve import deconvolve_file
 from deconflow.errors import DeconflowError
 from deconflow.methylation import simulate_methylation
-from deconflow.methylation_formats import (
+from deconflow.io.methylation_calls import (
     aggregate_calls,
     calls_format,
     calls_from_region_counts,
@@ -68,7 +68,7 @@ def test_vectorised_aggregation_equals_a_loop_over_calls():
     position = rng.integers(0, 5600, n)
     total = rng.integers(1, 20, n)
     methylated = rng.binomial(total, 0.4)
-    from deconflow.methylation_formats import MethylationCalls
+    from deconflow.io.methylation_calls import MethylationCalls
 
     calls = MethylationCalls("s", pd.Categorical(chrom), position, methylated, total, "mem")
     m, t = aggregate_calls(calls, regions)

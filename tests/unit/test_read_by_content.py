@@ -17,15 +17,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deconflow.bulk_formats import detect_format, read_rna_bulk
 from deconflow.deconvolve import deconvolve_file
 from deconflow.errors import DeconflowError
 from deconflow.io import read_bulk
-from deconflow.methylation_formats import read_methylation_calls
+from deconflow.io.bulks import detect_format, read_rna_bulk
+from deconflow.io.methylation_calls import read_methylation_calls
+from deconflow.io.tables import read_numeric_table, read_table
 from deconflow.models import save_checkpoint
 from deconflow.models.nnls import NNLSModel
 from deconflow.plots import miami_plot, read_summary, scatter_plot
-from deconflow.tables import read_numeric_table, read_table
 from deconflow.truth import read_truth
 
 CASES = Path(__file__).parent / "data" / "cases"

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from deconflow.config import check_config
-from deconflow.data import DAISM_MEMBERS, convert_daism_sdist
+from deconflow.io.data import DAISM_MEMBERS, convert_daism_sdist
 from deconflow.errors import DeconflowError
 from deconflow.truth import SINGLE_BULK_NAME, check_truth, evaluate_bulk_file, named_bulks, read_truth, score_against_truth
 

@@ -268,7 +268,7 @@ def methylation_calls(fmt: str, change: Callable[[str], str] = lambda text: text
     its text changed by ``change``."""
 
     def write(good: GoodData, path: Path) -> None:
-        from deconflow.methylation_formats import calls_from_region_counts, parse_region_ids, write_calls
+        from deconflow.io.methylation_calls import calls_from_region_counts, parse_region_ids, write_calls
 
         regions = parse_region_ids(good.atlas.index[:400])
         rng = np.random.default_rng(1)

@@ -25,7 +25,7 @@ ATLAS = "resources/loyfer2023/atlas.tsv"
 
 def test_call_files_through_pipeline_and_cli(tmp_path, embedded_resources):
     from deconflow.methylation import MethylationSimSettings, read_atlas, simulate_methylation
-    from deconflow.methylation_formats import calls_from_region_counts, parse_region_ids, write_calls
+    from deconflow.io.methylation_calls import calls_from_region_counts, parse_region_ids, write_calls
     from deconflow.models.nnls_reads import ReadAwareNNLSModel
 
     work = project_copy(tmp_path, embedded_resources)

@@ -4,8 +4,8 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from deconflow.bulk_formats import expand_bulk_paths
 from deconflow.errors import DeconflowError
+from deconflow.io.bulks import expand_bulk_paths
 from deconflow.peers import PEERS as PEER_SPECS
 from deconflow.registry import MODULES, USES_LINEAR_FIT, USES_READ_FIT
 from deconflow.truth import named_bulks
@@ -104,11 +104,29 @@ def dataset_config(wildcards):
     return config["datasets"][wildcards.dataset]
 
 
+#: deconflow.io: its __init__ imports every module of the package, so a job that reads or writes
+#: anything imports them all (the package's own layers: src/deconflow/io/__init__.py)
+IO_FILES = tuple(
+    f"io/{m}"
+    for m in (
+        "__init__",
+        "tables",
+        "files",
+        "genes",
+        "references",
+        "mixtures",
+        "bulks",
+        "methylation_calls",
+        "data",
+    )
+)
+
+
 def library_files(*modules):
     """Library sources imported by a job, declared as inputs so that editing them reruns it."""
     return [
         str(LIBRARY / f"{m}.py")
-        for m in ("errors", "tables", "io", "threads", "logs") + modules
+        for m in ("errors",) + IO_FILES + ("threads", "logs") + modules
     ]
 
 
@@ -329,7 +347,6 @@ def training_inputs(wildcards):
         + library_files("training", "cell_content", "evaluation", "normalize", "split"),
     }
     if dataset_config(wildcards).get("modality", "rna") == "rna":
-        inputs["code"] += library_files(*READER_CODE)
         inputs["reference"] = reference_file(wildcards)
         inputs["reference_files"] = reference_side_files(wildcards)
         inputs["split"] = f"results/{wildcards.dataset}/split/cells.tsv"
@@ -349,15 +366,10 @@ def library_size_file(wildcards):
 
 
 EVALUATION_CODE = MODEL_CODE + library_files("evaluation")
-#: what io.read_reference hands the reading to (imported when a reference is read)
-READER_CODE = ("reference_formats", "genes")
 DECONVOLUTION_CODE = MODEL_CODE + library_files(
     "deconvolve",
     "cell_content",
     "normalize",
-    "bulk_formats",
-    "methylation_formats",
-    *READER_CODE,
 )
 
 

@@ -48,7 +48,7 @@ rule peer_bulk_input:
     input:
         unpack(peer_bulk_inputs),
         bulk=bulk_file,
-        code=library_files("peers", "bulk_formats", "genes", "normalize", *READER_CODE),
+        code=library_files("peers", "normalize"),
     output:
         bulk="results/{dataset}/peers/inputs/bulk_{bulk}.h5ad",
     log:
@@ -71,7 +71,7 @@ rule peer_reference:
         reference_files=reference_side_files,
         cells="results/{dataset}/split/cells.tsv",
         bulks=peer_reference_genes_inputs,
-        code=library_files("peers", "split", *READER_CODE),
+        code=library_files("peers", "split"),
     output:
         reference="results/{dataset}/peers/inputs/reference.h5ad",
     log:

@@ -6,7 +6,7 @@ rule make_pseudobulk:
         reference=reference_file,
         reference_files=reference_side_files,
         cells="results/{dataset}/split/cells.tsv",
-        code=library_files("normalize", "pseudobulk", "split", *READER_CODE),
+        code=library_files("normalize", "pseudobulk", "split"),
     output:
         mixtures="results/{dataset}/pseudobulk/{split}.h5",
     log:

@@ -28,7 +28,7 @@ rule fetch_rectangle_wheel:
 rule convert_pbmc:
     input:
         wheel=RECTANGLE_WHEEL,
-        code=library_files("data"),
+        code=library_files(),
     output:
         reference="resources/pbmc/reference.h5ad",
         bulk="resources/pbmc/bulk.tsv",
@@ -60,7 +60,7 @@ rule fetch_daism_sdist:
 rule convert_daism:
     input:
         sdist=DAISM_SDIST,
-        code=library_files("data"),
+        code=library_files(),
     output:
         bulk="resources/pbmc/daism_bulk.tsv",
         truth="resources/pbmc/daism_truth.tsv",
@@ -90,7 +90,7 @@ rule fetch_pybayesprism_wheel:
 rule convert_gene_table:
     input:
         wheel=PYBAYESPRISM_WHEEL,
-        code=library_files("genes", "data"),
+        code=library_files(),
     output:
         table=DEFAULT_GENE_TABLE,
     log:
@@ -105,7 +105,7 @@ rule split_reference:
     input:
         reference=reference_file,
         reference_files=reference_side_files,
-        code=library_files("split", *READER_CODE),
+        code=library_files("split"),
     output:
         cells="results/{dataset}/split/cells.tsv",
     log:

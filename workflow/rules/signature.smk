@@ -6,7 +6,7 @@ rule build_signature:
         reference=reference_file,
         reference_files=reference_side_files,
         cells="results/{dataset}/split/cells.tsv",
-        code=library_files("normalize", "signature", "split", *READER_CODE),
+        code=library_files("normalize", "signature", "split"),
     output:
         signature="results/{dataset}/signature/signature.tsv",
         library_size="results/{dataset}/signature/cell_library_size.tsv",

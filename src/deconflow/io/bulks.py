@@ -3,7 +3,7 @@
 Formats (``format``; detected from the content when not given):
 
 ``table``
-    genes x samples TSV/CSV(.gz), first column the gene (``deconflow.io.read_bulk``);
+    genes x samples TSV/CSV(.gz), first column the gene (:func:`read_bulk`);
 ``h5ad``
     samples x genes AnnData;
 ``featurecounts``
@@ -53,13 +53,89 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
-from .errors import DeconflowError
+from ..errors import DeconflowError
+from .files import _check_finite, _check_unique, check_feature_ids
 from .genes import ENSEMBL_GENE, ENSEMBL_TRANSCRIPT, strip_version
-from .io import _check_finite, _check_unique, check_feature_ids, file_stem, read_bulk
-from .tables import looks_like_id_header, read_table, to_numbers
+from .tables import looks_like_id_header, non_numeric_columns, read_table, to_numbers
 
 log = logging.getLogger(__name__)
+
+BULK_FIX = "give a features x samples table with a header row: feature ids in the first column, one numeric column per sample"
+
+
+def read_bulk_table(path, allow_missing: bool = False) -> pd.DataFrame:
+    """A features x samples text table (float64) through ``deconflow.io.tables``: separator, quotes,
+    header and decimal commas from the content. A file whose first row is numbers has no header:
+    its one sample column is named after the file (``S1.counts.txt`` -> ``S1``), several after the
+    file and their position (``S1_1``, ``S1_2``); this is logged."""
+    path = Path(path)
+    frame = read_table(path, "bulk", BULK_FIX, header=None)
+    has_header = frame.attrs["has_header"]
+    if frame.shape[0] == 0:
+        raise DeconflowError(path, "bulk file has no data rows", BULK_FIX)
+    if has_header:
+        _check_unique(frame.columns[1:], "sample ids", path, "give every sample column a unique name")
+        non_numeric = non_numeric_columns(frame, frame.columns[1:])
+        if non_numeric:
+            raise DeconflowError(path, f"non-numeric sample columns {non_numeric[:5]}",
+                                 "keep only the feature id as the first column and numeric values in the others")
+    df = to_numbers(frame, frame.columns[1:], "bulk", BULK_FIX, allow_missing=True)  # NaN: named by _check_finite
+    df.index = pd.Index(frame.iloc[:, 0].to_numpy(), dtype=str)
+    if has_header:
+        df.columns = [str(c) for c in frame.columns[1:]]
+    else:
+        stem = file_stem(path)
+        df.columns = [stem] if df.shape[1] == 1 else [f"{stem}_{k}" for k in range(1, df.shape[1] + 1)]
+        log.info("%s: no header row (the first line is numbers): sample column(s) named %s after the file",
+                 path, ", ".join(df.columns[:5]))
+    df.attrs.update(frame.attrs)
+    return df
+
+
+def file_stem(path) -> str:
+    """``data/S1.counts.txt.gz`` -> ``S1``: the file name up to its first dot."""
+    name = Path(path).name
+    return name.split(".")[0] or name
+
+def read_bulk(path: str | Path, allow_missing: bool = False) -> pd.DataFrame:
+    """Read a bulk matrix (features x samples) from TSV/CSV (optionally .gz) or h5ad.
+
+    For h5ad, samples are observations (rows) as in AnnData, and the result is transposed
+    to features x samples. ``allow_missing`` accepts NaN (uncovered methylation regions).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DeconflowError(path, "bulk file does not exist", "check `bulk` in the dataset config")
+    if path.stat().st_size == 0:
+        raise DeconflowError(path, "bulk file is empty", "give a features x samples table with a header row")
+    name = path.name.lower()
+    if name.endswith(".h5ad"):
+        import anndata as ad
+
+        try:
+            adata = ad.read_h5ad(path)
+        except Exception as exc:
+            raise DeconflowError(
+                path,
+                f"cannot be read as h5ad ({type(exc).__name__}: {exc})",
+                "the file is truncated or corrupt; re-export it (samples x features AnnData)",
+            ) from None
+        X = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)
+        df = pd.DataFrame(X.T, index=adata.var_names.astype(str), columns=adata.obs_names.astype(str))
+    else:
+        df = read_bulk_table(path, allow_missing=allow_missing)
+    df.index = df.index.astype(str)
+    df.columns = df.columns.astype(str)
+    check_feature_ids(df.index, path)
+    _check_unique(df.columns, "sample ids", path, "give every sample column a unique name")
+    values = df.to_numpy(dtype=np.float64)
+    if allow_missing:  # methylation: uncovered regions are NaN; inf is still an error
+        values = values[~np.isnan(values)]
+    _check_finite(values, path, "the bulk matrix")
+    return df.astype(np.float64)
+
 
 FORMATS = ("table", "h5ad", "featurecounts", "nfcore", "salmon", "kallisto", "rsem", "htseq", "star")
 QUANTITIES = ("counts", "tpm")
@@ -162,7 +238,7 @@ def detect_format(path) -> str:
 
 # --------------------------------------------------------------------------- readers
 def _read_tsv(path: Path, what: str, fix: str, comment: str | None = None) -> pd.DataFrame:
-    """A quantifier's table as strings, with a header row (``deconflow.tables``)."""
+    """A quantifier's table as strings, with a header row (``deconflow.io.tables``)."""
     return read_table(path, f"{what} file", fix, header=True, comment=comment)
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import DeconflowError
+from ..errors import DeconflowError
 
 log = logging.getLogger(__name__)
 
