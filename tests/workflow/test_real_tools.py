@@ -1,5 +1,6 @@
 """Outputs of the real quantifiers, not files written by hand: featureCounts (after subread-align),
-salmon, kallisto and RSEM run on a tiny transcriptome and reads made from the embedded data.
+STAR (``--quantMode GeneCounts``), htseq-count (on STAR's alignments), salmon, kallisto and RSEM
+run on a tiny transcriptome and reads made from the embedded data.
 
 The transcriptome: 300 marker genes (60 per cell type, by mean-CPM ratio) of five types of the
 embedded PBMC reference, each with a unique GENCODE v22 Ensembl ID, one random transcript per gene (every fourth gene two), named GENCODE-style
@@ -12,7 +13,8 @@ kallisto's ``abundance.h5`` is checked when the installed kallisto writes one (D
 built without HDF5; the h5 reader is tested on a file written by the unit tests).
 
 RSEM is given the reads' true transcriptome alignments as a SAM file (no aligner is packaged with
-it in Debian); subread-align aligns the reads for featureCounts on a genome of one contig per gene.
+it in Debian); subread-align aligns the reads for featureCounts, and STAR for its own gene counts
+and for htseq-count, on a genome of one contig per gene (annotation: ``genes.saf`` / ``genes.gtf``).
 A missing tool skips its test with the command that installs it.
 """
 
@@ -53,7 +55,8 @@ def need(*tools: str) -> None:
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
         package = {"featureCounts": "subread", "subread-align": "subread", "subread-buildindex": "subread",
-                   "rsem-prepare-reference": "rsem", "rsem-calculate-expression": "rsem"}
+                   "rsem-prepare-reference": "rsem", "rsem-calculate-expression": "rsem", "STAR": "rna-star",
+                   "htseq-count": "python3-htseq"}
         packages = " ".join(dict.fromkeys(package.get(t, t) for t in missing))
         pytest.skip(f"{', '.join(missing)} not installed: apt-get install -y {packages}")
 
@@ -116,16 +119,18 @@ def tiny(tmp_path_factory, embedded_resources) -> Tiny:
     t.tx2gene = out / "tx2gene.tsv"
     t.tx2gene.write_text("".join(f"{name}\t{gene}\n" for name, gene, _ in transcripts))
     # genome: one contig per gene, its transcripts as exons separated by 200 random bases
-    genome, saf = [], ["GeneID\tChr\tStart\tEnd\tStrand"]
+    genome, saf, gtf = [], ["GeneID\tChr\tStart\tEnd\tStrand"], []
     by_gene: dict[str, list] = {}
     for name, gene, seq in transcripts:
-        by_gene.setdefault(gene, []).append(seq)
+        by_gene.setdefault(gene, []).append((name.split("|")[0], seq))
     t.exon_position = {}
     for n, (gene, seqs) in enumerate(by_gene.items()):
         contig, parts, position = f"contig{n}", [], 0
-        for seq in seqs:
+        for transcript_id, seq in seqs:
             parts.append(seq)
             saf.append(f"{gene}\t{contig}\t{position + 1}\t{position + len(seq)}\t+")
+            gtf.append(f"{contig}\ttiny\texon\t{position + 1}\t{position + len(seq)}\t.\t+\t.\t"
+                       f"gene_id \"{gene}\"; transcript_id \"{transcript_id}\";")
             position += len(seq)
             spacer = "".join(alphabet[rng.integers(0, 4, 200)])
             parts.append(spacer)
@@ -135,6 +140,8 @@ def tiny(tmp_path_factory, embedded_resources) -> Tiny:
     t.genome.write_text("".join(genome))
     t.saf = out / "genes.saf"
     t.saf.write_text("\n".join(saf) + "\n")
+    t.gtf = out / "genes.gtf"
+    t.gtf.write_text("\n".join(gtf) + "\n")
 
     # reads: per sample, transcript weights = DAISM value of the gene x length (split over its transcripts)
     lengths = np.array([len(seq) for _, _, seq in transcripts])
@@ -191,6 +198,54 @@ def test_featurecounts_after_subread_align(tiny):
     assert np.abs(assigned - tiny.counts.to_numpy()).sum() <= 0.01 * tiny.counts.to_numpy().sum()
     check(tiny, str(work / "counts.txt"), "featurecounts")
     tiny.times["featurecounts"] = time.perf_counter() - started
+
+
+@pytest.fixture(scope="module")
+def star_outputs(tiny) -> Path:
+    """STAR index of the tiny genome with the GTF, and per sample ``{sample}_ReadsPerGene.out.tab``
+    (``--quantMode GeneCounts``) and ``{sample}_Aligned.out.sam``."""
+    need("STAR")
+    started = time.perf_counter()
+    work = tiny.dir / "star"
+    (work / "index").mkdir(parents=True)
+    # --genomeSAindexNbases: min(14, log2(genome length)/2 - 1) for a small genome (STAR's manual)
+    n_bases = min(14, int(np.log2(sum(len(seq) for _, _, seq in tiny.transcripts) + 200 * len(tiny.transcripts)) / 2 - 1))
+    run("STAR", "--runMode", "genomeGenerate", "--runThreadN", THREADS, "--genomeDir", "index", "--genomeFastaFiles", tiny.genome,
+        "--sjdbGTFfile", tiny.gtf, "--sjdbOverhang", str(READ_LENGTH - 1), "--genomeSAindexNbases", str(n_bases), cwd=work)
+    for sample in SAMPLES:
+        run("STAR", "--runThreadN", THREADS, "--genomeDir", "index", "--readFilesIn", tiny.fastq[sample], "--quantMode", "GeneCounts",
+            "--outFileNamePrefix", f"{sample}_", cwd=work)
+    tiny.times["STAR (index, align, count)"] = time.perf_counter() - started
+    return work
+
+
+def test_star_reads_per_gene(tiny, star_outputs):
+    started = time.perf_counter()
+    bulk, fmt = read_rna_bulk(str(star_outputs / "*_ReadsPerGene.out.tab"))
+    assert fmt == "star" and bulk.columns.tolist() == SAMPLES
+    # reads come from the transcripts' + strand: the unstranded and forward columns hold them all
+    assigned = bulk.loc[tiny.ensembl].to_numpy()
+    assert np.abs(assigned - tiny.counts.to_numpy()).sum() <= 0.01 * tiny.counts.to_numpy().sum()
+    check(tiny, str(star_outputs / "*_ReadsPerGene.out.tab"), "star_chosen")
+    check(tiny, str(star_outputs / "*_ReadsPerGene.out.tab"), "star_forward", strand="forward")
+    tiny.times["STAR (reading)"] = time.perf_counter() - started
+
+
+def test_htseq_count_on_star_alignments(tiny, star_outputs):
+    need("htseq-count")
+    started = time.perf_counter()
+    work = tiny.dir / "htseq"
+    work.mkdir()
+    for sample in SAMPLES:
+        proc = subprocess.run(["htseq-count", "-f", "sam", "-s", "yes", "-t", "exon", "-i", "gene_id",
+                               str(star_outputs / f"{sample}_Aligned.out.sam"), str(tiny.gtf)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        (work / f"{sample}.counts.txt").write_text(proc.stdout)
+    bulk, fmt = read_rna_bulk(str(work / "*.counts.txt"))
+    assert fmt == "htseq" and bulk.columns.tolist() == SAMPLES  # no header: samples named after the files
+    assert not any(g.startswith("__") for g in bulk.index)  # __no_feature ... summary rows dropped
+    check(tiny, str(work / "*.counts.txt"), "htseq")
+    tiny.times["htseq-count"] = time.perf_counter() - started
 
 
 @pytest.fixture(scope="module")
