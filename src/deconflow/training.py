@@ -368,8 +368,8 @@ def _log_start(model_name, run_provenance, settings, device, train, val, signatu
     if device.type == "cpu":
         runtime = f"torch {torch.__version__}, {torch_threads(settings)} threads"
     else:
-        precision = "bf16 autocast" if settings["mixed_precision"] and torch.cuda.is_bf16_supported() else (
-            "fp16 autocast" if settings["mixed_precision"] else "fp32")
+        amp_dtype = autocast_dtype(device, settings)
+        precision = "fp32" if amp_dtype is None else f"{'bf16' if amp_dtype == torch.bfloat16 else 'fp16'} autocast"
         runtime = f"torch {torch.__version__}, {precision}"
     log.info("training %s on %s (%s); %d train / %d val mixtures, %d features, %d cell types", model_name,
              run_provenance["device"], runtime, len(train.features), len(val.features), len(signature.index), len(signature.columns))
@@ -403,6 +403,16 @@ def build_learner(model_name, train, val, signature, settings, context, seed, de
     return learner, tensors
 
 
+def autocast_dtype(device, settings: dict):
+    """The autocast dtype of a run: bf16 on CUDA with ``mixed_precision`` (fp16 where the GPU has no
+    bf16), None (fp32) on the CPU or without ``mixed_precision``."""
+    import torch
+
+    if device.type != "cuda" or not settings["mixed_precision"]:
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def build_optimisation(module, settings: dict, device) -> Optimisation:
     """AdamW over the trainable parameters, the warm-up/cosine schedule, mixed precision on CUDA."""
     import torch
@@ -412,8 +422,9 @@ def build_optimisation(module, settings: dict, device) -> Optimisation:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_factor(settings["lr_schedule"], int(settings["warmup_epochs"]), int(settings["epochs"]))
     )
-    use_amp = device.type == "cuda" and bool(settings["mixed_precision"])
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    amp_dtype = autocast_dtype(device, settings)
+    use_amp = amp_dtype is not None
+    amp_dtype = amp_dtype or torch.float16  # unused without autocast
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     return Optimisation(params, optimizer, scheduler, scaler, max(1, int(settings["gradient_accumulation"])),
                         float(settings["grad_clip"] or 0), use_amp, amp_dtype)
