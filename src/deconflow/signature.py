@@ -24,9 +24,10 @@ def cell_type_mean_cpm(counts: sp.csr_matrix, labels: np.ndarray, genes, cell_ty
     return signature
 
 
-def cell_type_means_chunked(chunks, labels: np.ndarray, genes, cell_types: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
+def cell_type_means_chunked(chunks, labels: np.ndarray, genes, cell_types: list[str], detection: bool = False):
     """Per-type mean CPM (genes x types) of cells given a few rows at a time, and every cell's
-    total counts (library size, in the order of ``labels``).
+    total counts (library size, in the order of ``labels``); with ``detection`` also the
+    genes x types share of each type's cells with at least one count (a third return value).
 
     ``chunks``: iterable of ``(positions, counts)``, ``positions`` indexing ``labels`` in
     increasing order over all chunks, ``counts`` their cells x genes CSR raw counts. Memory: one
@@ -47,11 +48,18 @@ def cell_type_means_chunked(chunks, labels: np.ndarray, genes, cell_types: list[
             raise ValueError(f"no cells of type {cell_type!r} to build its signature column")
     totals = np.zeros(len(labels), dtype=np.float64)
     running = None
+    detected = None
     for positions, counts in chunks:
         counts = sp.csr_matrix(counts)
         totals[positions] = np.asarray(counts.sum(axis=1)).ravel()
         types = type_of[positions]
         chosen = types >= 0
+        if detection:  # cells with a count per type and gene: an indicator-matrix product (exact integers)
+            present = (counts[chosen] > 0).astype(np.float64)
+            member = sp.csr_matrix((np.ones(int(chosen.sum())), (types[chosen], np.arange(int(chosen.sum())))),
+                                   shape=(n_types, int(chosen.sum())))
+            part = (member @ present).toarray()
+            detected = part if detected is None else detected + part
         cell_cpm = cpm(counts[chosen] if not chosen.all() else counts)
         types = types[chosen]
         # (cpm * (1.0 / n)) in the CPM's dtype, as scipy's mean scales before summing
@@ -68,8 +76,12 @@ def cell_type_means_chunked(chunks, labels: np.ndarray, genes, cell_types: list[
     if running is None:
         raise ValueError("no cells to build the signature from")
     means = running.toarray()
-    columns = {cell_type: means[k] for k, cell_type in enumerate(cell_types)}
-    return pd.DataFrame(columns, index=pd.Index(np.asarray(genes).astype(str), name="gene")), totals
+    index = pd.Index(np.asarray(genes).astype(str), name="gene")
+    signature = pd.DataFrame({cell_type: means[k] for k, cell_type in enumerate(cell_types)}, index=index)
+    if not detection:
+        return signature, totals
+    shares = detected / n_cells[:, None]
+    return signature, totals, pd.DataFrame({cell_type: shares[k] for k, cell_type in enumerate(cell_types)}, index=index)
 
 
 def cell_type_library_size(counts: sp.csr_matrix, labels: np.ndarray, cell_types: list[str]) -> pd.Series:

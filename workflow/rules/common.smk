@@ -314,9 +314,11 @@ LEARNED_MODELS = [m for m in MODELS if MODULES[m][1]]
 
 
 def linear_fit_settings(wildcards):
-    """The `linear_fit` section for models that use it (modality rna), else nothing."""
+    """The `linear_fit` section for models that use it (modality rna), with the dataset's
+    `sibling_types` as its `siblings`; else nothing."""
     if wildcards.model in USES_LINEAR_FIT and modality(wildcards) == "rna":
-        return {"linear_fit": dict(config["linear_fit"])}
+        siblings = [list(pair) for pair in dataset_config(wildcards).get("sibling_types", [])]
+        return {"linear_fit": {**config["linear_fit"], "siblings": siblings}}
     return {}
 
 
@@ -351,6 +353,7 @@ def training_inputs(wildcards):
         inputs["reference_files"] = reference_side_files(wildcards)
         inputs["split"] = f"results/{wildcards.dataset}/split/cells.tsv"
         inputs["library_size"] = library_size_file(wildcards)
+        inputs["detection"] = detection_file(wildcards)
     return inputs
 
 
@@ -362,6 +365,14 @@ def library_size_file(wildcards):
     """Per-type mean library size (RNA: written by build_signature), for cell fractions."""
     if modality(wildcards) == "rna":
         return f"results/{wildcards.dataset}/signature/cell_library_size.tsv"
+    return []
+
+
+def detection_file(wildcards):
+    """Per-gene, per-type detection rates of the train cells (RNA: written by build_signature),
+    for the linear fit's `sibling_types` split."""
+    if modality(wildcards) == "rna":
+        return f"results/{wildcards.dataset}/signature/detection.tsv"
     return []
 
 

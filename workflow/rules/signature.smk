@@ -10,6 +10,7 @@ rule build_signature:
     output:
         signature="results/{dataset}/signature/signature.tsv",
         library_size="results/{dataset}/signature/cell_library_size.tsv",
+        detection="results/{dataset}/signature/detection.tsv",
     log:
         "logs/{dataset}/build_signature.log",
     benchmark:

@@ -6,6 +6,7 @@ rule fit_baseline:
         train=mixture_file("train"),
         signature="results/{dataset}/signature/signature.tsv",
         library_size=library_size_file,
+        detection=detection_file,
         code=MODEL_CODE + library_files("cell_content"),
     output:
         best="results/{dataset}/models/{model}/checkpoint_best.pt",

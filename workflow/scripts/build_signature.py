@@ -14,8 +14,8 @@ with script_logging(snakemake.log[0]) as log:
         labels=reader["labels"], gene_column=reader["gene_column"],
     )
     train = np.flatnonzero(read_split(snakemake.input.cells, reference.cell_ids) == "train")
-    signature, totals = cell_type_means_chunked(
-        reference.chunks(train), reference.labels[train], reference.genes, reference.cell_types
+    signature, totals, detection = cell_type_means_chunked(
+        reference.chunks(train), reference.labels[train], reference.genes, reference.cell_types, detection=True
     )
     log.info("signature initialised from cell-type mean CPM (%d genes x %d cell types, %d train cells)",
              *signature.shape, len(train))
@@ -24,6 +24,7 @@ with script_logging(snakemake.log[0]) as log:
         signature = select_marker_genes(signature, int(n_markers))
         log.info("kept %d marker genes (%d per cell type requested)", len(signature), n_markers)
     write_table(signature, snakemake.output.signature)
+    write_table(detection.loc[signature.index], snakemake.output.detection)  # for sibling_types (linear fit)
     library_size = library_size_from_totals(totals, reference.labels[train], reference.cell_types)
     log.info("mean library size per cell type (UMIs per cell, train pool):\n%s", library_size.round(1).to_string())
     write_table(library_size.to_frame(), snakemake.output.library_size)

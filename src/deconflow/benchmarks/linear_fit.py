@@ -154,7 +154,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     with open(args.config) as handle:
-        chosen = {**nnls.LINEAR_FIT_DEFAULTS, **(yaml.safe_load(handle).get("linear_fit") or {})}
+        config = yaml.safe_load(handle)
+    # every row with the dataset's sibling split, as the run fits it
+    siblings = [list(pair) for pair in (config.get("datasets") or {}).get(args.dataset, {}).get("sibling_types", [])]
+    chosen = {**nnls.LINEAR_FIT_DEFAULTS, **(config.get("linear_fit") or {}), "siblings": siblings}
     signature = read_signature(f"{args.results}/signature/signature.tsv")
     sizes = reference_cell_size(signature)
     cohorts = Cohort.load_all(args, None if sizes is None else np.array(list(sizes.values())), list(signature.columns))

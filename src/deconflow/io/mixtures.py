@@ -150,11 +150,28 @@ def read_signature(path: str | Path) -> pd.DataFrame:
     sizes_path = path.with_name(LIBRARY_SIZE_FILE)
     if sizes_path.exists():
         signature.attrs["cell_library_size"] = read_library_size(sizes_path, signature.columns)
+    detection_path = path.with_name(DETECTION_FILE)
+    if detection_path.exists():
+        signature.attrs["detection"] = read_detection(detection_path, signature)
     return signature
 
 
 #: Written by build_signature next to signature.tsv: mean library size (UMIs per cell) per type.
 LIBRARY_SIZE_FILE = "cell_library_size.tsv"
+#: Written by build_signature next to signature.tsv: genes x types share of train cells with ≥ 1 count.
+DETECTION_FILE = "detection.tsv"
+
+
+def read_detection(path: str | Path, signature: pd.DataFrame) -> pd.DataFrame:
+    """Per-gene, per-type detection rates (0-1) with the signature's genes and types."""
+    fix = "rerun `snakemake --forcerun build_signature`"
+    table = read_numeric_table(path, "detection rates", fix)
+    values = table.to_numpy(dtype=np.float64)
+    if not table.index.equals(signature.index) or [str(c) for c in table.columns] != [str(c) for c in signature.columns]:
+        raise DeconflowError(path, "detection rates do not have the signature's genes and cell types", fix)
+    if values.size and (not np.isfinite(values).all() or values.min() < 0 or values.max() > 1):
+        raise DeconflowError(path, "detection rates outside [0, 1]", fix)
+    return table
 
 
 def read_library_size(path: str | Path, cell_types) -> pd.Series:

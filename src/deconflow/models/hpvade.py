@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from ..errors import DeconflowError
 from .base import FittedModel, Learner, LearnerContext, predict_in_batches
-from .nnls import LINEAR_FIT_DEFAULTS, NNLSModel, batched_nnls, linear_fit_design
+from .nnls import LINEAR_FIT_DEFAULTS, NNLSModel, batched_nnls, linear_fit_design, sibling_split_design
 
 log = logging.getLogger(__name__)
 
@@ -397,6 +397,8 @@ def build_net(train_features: np.ndarray, signature: pd.DataFrame, settings: dic
                 net.prior_library_size.copy_(torch.as_tensor(np.asarray(sizes, dtype=np.float32)))
             log.info("NNLS prior: %d designs over %d genes, weights %s, %s", len(weights), len(rows), linear_fit["weight_offset_cpm"],
                      "cell fractions" if linear_fit["cell_fractions"] and sizes is not None else "mRNA fractions")
+    # the exact linear fit of fallback samples re-splits sibling pairs like nnls (not a tensor: kept in the model's state)
+    net.siblings = sibling_split_design(signature, signature.attrs.get("detection"), linear_fit) if net.nnls_blend else []
     return net
 
 
@@ -516,18 +518,20 @@ ARCHITECTURE_KEYS = ("hidden_sizes", "dropout", "latent_dim", "vae_hidden", "nnl
 class HPVADEModel(FittedModel):
     name = "hpvade"
 
-    def __init__(self, net: HPVADENet, architecture: dict, feature_names, cell_types, normalization: str = "cpm", scaling: str = ""):
+    def __init__(self, net: HPVADENet, architecture: dict, feature_names, cell_types, normalization: str = "cpm", scaling: str = "",
+                 siblings: list[dict] | None = None):
         super().__init__(feature_names, cell_types, normalization)
         self.net = net.eval()
         self.architecture = architecture
         self.scaling = scaling
+        self.siblings = list(siblings or [])
 
     @classmethod
     def from_net(cls, net, settings, feature_names, cell_types, scaling=""):
         architecture = {**{k: settings[k] for k in ARCHITECTURE_KEYS}, "prior_designs": net.prior_designs}
         copy = HPVADENet(net.n_features, net.n_types, n_inputs=net.n_inputs, **architecture)
         copy.load_state_dict({k: v.detach().to("cpu", copy=True).float() for k, v in net.state_dict().items()})
-        return cls(copy, architecture, feature_names, cell_types, "cpm", scaling)
+        return cls(copy, architecture, feature_names, cell_types, "cpm", scaling, getattr(net, "siblings", []))
 
     def predict(self, features: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """Proportions; samples beyond the fallback residual get the linear-fit prior solved
@@ -567,7 +571,8 @@ class HPVADEModel(FittedModel):
         rows = np.flatnonzero((root_weight > 0).any(axis=0))
         cap = float(net.prior_max_bulk_ratio)
         return NNLSModel(pd.DataFrame(signature, index=self.feature_names, columns=self.cell_types), rows=rows,
-                         weights=root_weight[:, rows] ** 2, library_size=sizes, max_bulk_ratio=cap if np.isfinite(cap) else None)
+                         weights=root_weight[:, rows] ** 2, library_size=sizes, max_bulk_ratio=cap if np.isfinite(cap) else None,
+                         siblings=self.siblings)
 
     def predict_partial(self, features: np.ndarray) -> np.ndarray:
         """Genes the bulk lacks stay NaN: the encoder reads them at their training mean and the
@@ -640,6 +645,7 @@ class HPVADEModel(FittedModel):
             "n_inputs": self.net.n_inputs,
             "state_dict": {k: v.clone() for k, v in self.net.state_dict().items()},
             "input_scaling": self.scaling,
+            "siblings": self.siblings,
         }
 
     @classmethod
@@ -657,7 +663,8 @@ class HPVADEModel(FittedModel):
         if unexpected or not set(missing) <= NEWER_BUFFERS:
             raise DeconflowError(None, f"checkpoint state does not match HP-VADE (missing {missing}, unexpected {unexpected})",
                                  "retrain hpvade with this version of deconflow")
-        return cls(net, state["architecture"], feature_names, cell_types, normalization, state.get("input_scaling", ""))
+        return cls(net, state["architecture"], feature_names, cell_types, normalization, state.get("input_scaling", ""),
+                   state.get("siblings"))
 
 
 def _subsample_cells(cells, labels, max_cells: int, seed: int):
