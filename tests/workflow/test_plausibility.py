@@ -66,3 +66,13 @@ def test_tregs_are_at_most_eight_percent(finotello_fractions):
 @pytest.mark.xfail(strict=True, reason="issue 21: NK cells 0.6 % in pbmc_10")
 def test_nk_cells_are_at_least_two_percent(finotello_fractions):
     assert (finotello_fractions["NK cells"] >= 0.02).all(), finotello_fractions["NK cells"]
+
+
+@pytest.mark.parametrize("model", ["nnls", "hpvade"])
+def test_tregs_of_the_pipelines_fits_are_at_most_eight_percent(tiny_run, model):
+    """The same range on the workflow's own output (config/test.yaml: the default split and
+    sibling pair, small pseudobulk): nnls's fit and HP-VADE's stacked estimate, both re-split."""
+    work, _ = tiny_run
+    table = pd.read_csv(work / "results" / "tiny" / "deconvolution" / "finotello" / model / "proportions.csv", index_col=0)
+    assert (table["Tregs"] <= 0.08).all(), table["Tregs"]
+    assert (work / "results" / "tiny" / "signature" / "detection.tsv").is_file()

@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from ..errors import DeconflowError
 from .base import FittedModel, Learner, LearnerContext, predict_in_batches
-from .nnls import LINEAR_FIT_DEFAULTS, NNLSModel, batched_nnls, linear_fit_design, sibling_split_design
+from .nnls import LINEAR_FIT_DEFAULTS, NNLSModel, batched_nnls, linear_fit_design, sibling_split_design, split_siblings_in_cells
 
 log = logging.getLogger(__name__)
 
@@ -488,7 +488,8 @@ class HPVADELearner(Learner):
             if shift_sd > 0:  # one fixed simulated platform (same every epoch)
                 generator = torch.Generator().manual_seed(BLEND_SHIFT_SEED)
                 features = augment(torch.as_tensor(np.asarray(features, dtype=np.float32)), shift_sd, 0.0, generator).numpy()
-            p_net = torch.from_numpy(model.predict(features))  # coefficients are still (1, 0): encoder only
+            # coefficients are still (1, 0): encoder only, its own split of sibling pairs
+            p_net = torch.from_numpy(model.predict(features, split=False))
             if self._val_nnls is None:  # the NNLS parts are fixed: solve them once (the all-gene one if used)
                 priors = [model.net.nnls_prior] + ([model.net.plain_prior] if self.settings["all_gene_prior"] else [])
                 solved = [torch.from_numpy(predict_in_batches(prior, features, len(self.cell_types))) for prior in priors]
@@ -533,15 +534,17 @@ class HPVADEModel(FittedModel):
         copy.load_state_dict({k: v.detach().to("cpu", copy=True).float() for k, v in net.state_dict().items()})
         return cls(copy, architecture, feature_names, cell_types, "cpm", scaling, getattr(net, "siblings", []))
 
-    def predict(self, features: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    def predict(self, features: np.ndarray, batch_size: int = 1024, split: bool = True) -> np.ndarray:
         """Proportions; samples beyond the fallback residual get the linear-fit prior solved
         exactly (:meth:`linear_fit_model`: the nnls model's fit of the same signature and designs),
         not the batched torch approximation the stacking uses."""
-        return self._predict_with_fallback(features, batch_size, quiet=False)[0]
+        return self._predict_with_fallback(features, batch_size, quiet=False, split=split)[0]
 
-    def _predict_with_fallback(self, features: np.ndarray, batch_size: int, quiet: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _predict_with_fallback(self, features: np.ndarray, batch_size: int, quiet: bool,
+                               split: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(proportions, fallback rows) from one pass of the net; the fallback rows are refitted by
-        the exact linear fit (``predict_quiet`` of the nnls model when ``quiet``, else ``predict_partial``)."""
+        the exact linear fit (``predict_quiet`` of the nnls model when ``quiet``, else ``predict_partial``);
+        the others' sibling pairs re-split (:meth:`split_siblings`) unless ``split`` is False."""
         n_types = len(self.cell_types)
 
         def both(x):
@@ -550,11 +553,21 @@ class HPVADEModel(FittedModel):
 
         out = predict_in_batches(both, features, n_types + 1, batch_size)
         proportions, far = out[:, :n_types], out[:, n_types] > 0
+        if split:
+            proportions[~far] = self.split_siblings(np.asarray(features)[~far], proportions[~far])
         if far.any():
             linear_fit = self.linear_fit_model()
             solve = linear_fit.predict_quiet if quiet else linear_fit.predict_partial
             proportions[far] = solve(np.asarray(features)[far])
         return proportions, far
+
+    def split_siblings(self, features: np.ndarray, proportions: np.ndarray) -> np.ndarray:
+        """The stacked estimate with its sibling pairs re-split as the linear fit does
+        (``deconflow.models.nnls.split_siblings``): the stacking's pair mass is kept."""
+        if not self.siblings or len(proportions) == 0:
+            return proportions
+        linear_fit = self.linear_fit_model()
+        return split_siblings_in_cells(features, proportions, linear_fit.signature, linear_fit.library_size, self.siblings)
 
     def off_distribution(self, features: np.ndarray) -> np.ndarray:
         """Samples (bool) further from the reference signature than the validation mixtures."""
@@ -617,6 +630,7 @@ class HPVADEModel(FittedModel):
                 out[apply] = blend(p_net[apply], p_linear[apply], coefs[0].double(), coefs[1].double())
         out = out.numpy()
         far = self.fallback_rows(features)
+        out[~far] = self.split_siblings(np.asarray(features)[~far], out[~far])
         if far.any():
             out[far] = self.linear_fit_model().predict_quiet(np.asarray(features)[far])
         return out

@@ -225,6 +225,19 @@ def split_siblings(features: np.ndarray, mrna: np.ndarray, signature: np.ndarray
     return out
 
 
+def split_siblings_in_cells(features: np.ndarray, fractions: np.ndarray, signature: np.ndarray,
+                            library_size: np.ndarray | None, groups: list[dict]) -> np.ndarray:
+    """``split_siblings`` for an estimate in cell fractions (HP-VADE's stacked output): to mRNA
+    shares (m ∝ p·L), re-split, back to cells; samples x types."""
+    fractions = np.atleast_2d(np.asarray(fractions, dtype=np.float64))
+    if not groups or len(fractions) == 0:
+        return fractions
+    mrna = fractions if library_size is None else fractions * np.asarray(library_size, dtype=np.float64)[None, :]
+    totals = mrna.sum(axis=1, keepdims=True)
+    mrna = np.where(totals > 0, mrna / np.where(totals > 0, totals, 1.0), mrna)
+    return cell_fractions(split_siblings(features, mrna, signature, groups), library_size)
+
+
 def cell_fractions(mrna_fractions: np.ndarray, library_size: np.ndarray | None) -> np.ndarray:
     """mRNA shares → cell shares: p_k ∝ m_k / L_k, rows renormalised (unchanged without sizes).
 
