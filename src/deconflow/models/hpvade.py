@@ -189,10 +189,11 @@ class HPVADENet(nn.Module):
         """
         with torch.autocast(device_type=cpm.device.type, enabled=False):
             mrna = 0.0
+            cpm = cpm.float()
             for d in range(self.prior_designs):  # marker-set ensemble: mean of the designs' mRNA shares
-                x = cpm.float() * self.prior_root_weight[d] / self.prior_scale[d]
-                used = self.prior_root_weight[d] > 0
-                p, _ = batched_nnls(self.prior_signature[d][used], x[:, used], self.prior_iterations)
+                used = self.prior_root_weight[d] > 0  # the design's genes only (same values as weighting all, then selecting)
+                x = cpm[:, used] * self.prior_root_weight[d][used] / self.prior_scale[d]
+                p, _ = batched_nnls(self.prior_signature[d][used], x, self.prior_iterations)
                 mrna = mrna + p
             return self.cell_fractions(mrna / self.prior_designs)
 
