@@ -54,14 +54,13 @@ def cell_type_means_chunked(chunks, labels: np.ndarray, genes, cell_types: list[
         totals[positions] = np.asarray(counts.sum(axis=1)).ravel()
         types = type_of[positions]
         chosen = types >= 0
-        if detection:  # cells with a count per type and gene: an indicator-matrix product (exact integers)
-            present = (counts[chosen] > 0).astype(np.float64)
-            member = sp.csr_matrix((np.ones(int(chosen.sum())), (types[chosen], np.arange(int(chosen.sum())))),
-                                   shape=(n_types, int(chosen.sum())))
-            part = (member @ present).toarray()
-            detected = part if detected is None else detected + part
-        cell_cpm = cpm(counts[chosen] if not chosen.all() else counts)
+        selected = counts[chosen] if not chosen.all() else counts
         types = types[chosen]
+        if detection:  # cells with a count per type and gene: an indicator-matrix product (exact integers)
+            member = sp.csr_matrix((np.ones(len(types)), (types, np.arange(len(types)))), shape=(n_types, len(types)))
+            part = (member @ (selected > 0).astype(np.float64)).toarray()
+            detected = part if detected is None else detected + part
+        cell_cpm = cpm(selected)
         # (cpm * (1.0 / n)) in the CPM's dtype, as scipy's mean scales before summing
         scale = np.array([1.0 / n for n in n_cells], dtype=np.float64).astype(cell_cpm.dtype)
         cell_cpm.data = cell_cpm.data * np.repeat(scale[types], np.diff(cell_cpm.indptr))

@@ -193,7 +193,7 @@ def split_siblings(features: np.ndarray, mrna: np.ndarray, signature: np.ndarray
             if not todo.any():
                 continue
             weight = observed[todo].astype(np.float64)  # 1 for an observed gene, else 0
-            n_obs = weight.sum(axis=1)[:, None]
+            n_obs = n_observed[todo][:, None]
             log_x = np.log(np.where(observed, x, 0.0)[todo] + 1.0) * weight
             m = mass[todo]
             # the pair's profile at t is base + t·delta (CPM + 1), with the other types' part of the fit
