@@ -3,7 +3,7 @@
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from deconflow.config import check_config
+from deconflow.config import check_config, check_config_text
 
 min_version("9.0")
 
@@ -15,6 +15,10 @@ if not workflow.overwrite_configfiles:
 
     configfile: "config/config.yaml"
 
+
+# What the schema cannot see, before it: names YAML 1.1 read as booleans (a bulk named `on`) and
+# the `train` section against the trainer's and each learned model's settings.
+check_config_text(config, workflow.configfiles, workflow.config_settings.config)
 
 # validate() fills in the schema's defaults. When it fails, check_config explains the violation
 # in one line naming the config file, the key and the fix (snakemake's message names neither);

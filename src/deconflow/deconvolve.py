@@ -50,7 +50,8 @@ def align_bulk(bulk: pd.DataFrame, model: FittedModel, min_overlap: int, source=
             raise DeconflowError(
                 source,
                 "bulk values look log-scaled (negative, or max ≤ 50); mixtures are only linear in linear space",
-                "give raw counts, TPM or CPM (undo the log transform, e.g. 2**x - 1)",
+                "give raw counts, TPM or CPM: undo the log with the base it was made with (np.expm1(x) for natural-log "
+                "log1p, as scanpy writes; 2**x - 1 for log2(x+1)), or give the counts the file was made from",
             )
         totals = values.sum(axis=0)
         if np.any(totals <= 0):

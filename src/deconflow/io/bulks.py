@@ -49,6 +49,7 @@ from __future__ import annotations
 import glob
 import gzip
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,7 @@ import scipy.sparse as sp
 from ..errors import DeconflowError
 from .files import _check_finite, _check_unique, check_feature_ids
 from .genes import ENSEMBL_GENE, ENSEMBL_TRANSCRIPT, strip_version
-from .tables import looks_like_id_header, non_numeric_columns, read_table, to_numbers
+from .tables import container_of, head_lines, looks_like_id_header, non_numeric_columns, read_table, to_numbers
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,10 @@ def read_bulk_table(path, allow_missing: bool = False) -> pd.DataFrame:
         if non_numeric:
             raise DeconflowError(path, f"non-numeric sample columns {non_numeric[:5]}",
                                  "keep only the feature id as the first column and numeric values in the others")
+    if has_header and frame.shape[1] > 2 and _is_entrez_column(frame.columns[1]) and not _is_entrez_column(frame.columns[0]):
+        # cBioPortal / TCGA: Hugo_Symbol, Entrez_Gene_Id, then the samples: the ids are not a sample
+        log.info("%s: column %r holds a second gene id (Entrez), not a sample: left out", path, frame.columns[1])
+        frame = frame.drop(columns=frame.columns[1])
     df = to_numbers(frame, frame.columns[1:], "bulk", BULK_FIX, allow_missing=True)  # NaN: named by _check_finite
     df.index = pd.Index(frame.iloc[:, 0].to_numpy(), dtype=str)
     if has_header:
@@ -88,10 +93,18 @@ def read_bulk_table(path, allow_missing: bool = False) -> pd.DataFrame:
     else:
         stem = file_stem(path)
         df.columns = [stem] if df.shape[1] == 1 else [f"{stem}_{k}" for k in range(1, df.shape[1] + 1)]
-        log.info("%s: no header row (the first line is numbers): sample column(s) named %s after the file",
-                 path, ", ".join(df.columns[:5]))
+        first = "\t".join(frame.iloc[0, :4].tolist())
+        log.warning("%s: first line `%s` read as data (a gene and its values: no header row); sample column(s) named %s "
+                    "after the file; if the numbers are sample names, put `gene` as the first field of that line",
+                    path, first, ", ".join(df.columns[:5]))
     df.attrs.update(frame.attrs)
     return df
+
+
+def _is_entrez_column(name) -> bool:
+    """``Entrez_Gene_Id``, ``entrez_id``, ``EntrezID``, ``NCBI_gene_id``: a second gene-id column."""
+    words = {w.lower() for w in re.split(r"[_.\-\s]+|(?<=[a-z])(?=[A-Z])", str(name)) if w}
+    return bool(words & {"entrez", "ncbi"}) and looks_like_id_header(str(name))
 
 
 def file_stem(path) -> str:
@@ -111,7 +124,7 @@ def read_bulk(path: str | Path, allow_missing: bool = False) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise DeconflowError(path, "bulk file is empty", "give a features x samples table with a header row")
     name = path.name.lower()
-    if name.endswith(".h5ad"):
+    if _hdf5_kind(path) == "h5ad" or (name.endswith(".h5ad") and container_of(path) == "hdf5"):
         import anndata as ad
 
         try:
@@ -122,8 +135,7 @@ def read_bulk(path: str | Path, allow_missing: bool = False) -> pd.DataFrame:
                 f"cannot be read as h5ad ({type(exc).__name__}: {exc})",
                 "the file is truncated or corrupt; re-export it (samples x features AnnData)",
             ) from None
-        X = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)
-        df = pd.DataFrame(X.T, index=adata.var_names.astype(str), columns=adata.obs_names.astype(str))
+        df = _h5ad_linear_values(adata, path)
     else:
         df = read_bulk_table(path, allow_missing=allow_missing)
     df.index = df.index.astype(str)
@@ -134,7 +146,71 @@ def read_bulk(path: str | Path, allow_missing: bool = False) -> pd.DataFrame:
     if allow_missing:  # methylation: uncovered regions are NaN; inf is still an error
         values = values[~np.isnan(values)]
     _check_finite(values, path, "the bulk matrix")
-    return df.astype(np.float64)
+    out = df.astype(np.float64)
+    out.attrs.update(df.attrs)
+    return out
+
+
+#: layers of a bulk h5ad that hold linear values (counts), tried in this order when ``.X`` is log-scaled
+COUNTS_LAYERS = ("counts", "raw_counts", "count", "umi_counts", "X_counts", "expected_count", "tpm", "TPM")
+#: values of a log-scaled matrix stay below this (log1p of a million is 13.8); the same bound as
+#: ``deconflow.normalize.LOG_SCALE_MAX`` (io does not import above itself)
+_LOG_MAX = 50.0
+
+
+def _dense(matrix) -> np.ndarray:
+    return matrix.toarray() if sp.issparse(matrix) else np.asarray(matrix)
+
+
+def _log_scaled(values: np.ndarray) -> bool:
+    finite = values[np.isfinite(values)]
+    return finite.size > 0 and (finite.min() < 0 or finite.max() <= _LOG_MAX)
+
+
+def _h5ad_linear_values(adata, path: Path) -> pd.DataFrame:
+    """Genes x samples from a samples x genes AnnData, in linear space, as the file says: ``.X``
+    when it is linear; when ``.X`` is log-scaled (scanpy's ``log1p`` recorded in ``uns``, negative
+    values, or max ≤ 50), a counts layer (``COUNTS_LAYERS``), then ``.raw.X``; which one is logged.
+    Only log values: an error naming the base the file records (``uns['log1p']['base']``; none
+    recorded = natural log, scanpy's default) or saying that it records none. The file's second gene
+    identifier (a ``.var`` column of the other kind, e.g. ``gene_ids`` beside symbols) is kept in
+    ``attrs["gene_names"]``."""
+    from .genes import GENE_COLUMN_CANDIDATES, identifier_kind
+
+    X = _dense(adata.X).astype(np.float64)
+    var_names = adata.var_names.astype(str)
+    var = adata.var
+    recorded = "log1p" in adata.uns
+    used = ".X"
+    if recorded or _log_scaled(X):
+        layer = next((name for name in COUNTS_LAYERS if name in adata.layers), None)
+        if layer is not None:
+            X, used = _dense(adata.layers[layer]).astype(np.float64), f"layers[{layer!r}]"
+        elif adata.raw is not None:
+            X, used = _dense(adata.raw.X).astype(np.float64), ".raw.X"
+            var_names, var = adata.raw.var_names.astype(str), adata.raw.var
+        why = "scanpy's log1p recorded in .uns" if recorded else "negative values or max ≤ 50"
+        if used == ".X":
+            if recorded:
+                base = (adata.uns["log1p"] or {}).get("base") if isinstance(adata.uns["log1p"], dict) else None
+                undo = "np.expm1(adata.X)" if base is None else f"{base}**adata.X - 1"
+                told = f"the file records log1p with base {base if base is not None else 'e (natural log)'}"
+            else:
+                undo, told = None, "the file records no log base"
+            fix = ("store the counts in the file (adata.layers['counts'] = counts before normalising, or adata.raw) "
+                   + (f"or give {undo} as .X" if undo else "or undo the log with the base it was made with (the file does not say which)"))
+            raise DeconflowError(path, f"bulk .X looks log-transformed ({why}; {told}) and the file has no counts layer "
+                                       f"({', '.join(COUNTS_LAYERS[:3])}...) or .raw", fix)
+        log.info("%s: .X is log-transformed (%s); using the linear values of %s", path, why, used)
+    df = pd.DataFrame(X.T, index=var_names, columns=adata.obs_names.astype(str))
+    column = next((c for c in GENE_COLUMN_CANDIDATES if c in var.columns), None)
+    if column is not None:
+        second = var[column].astype(str)
+        kinds = identifier_kind(var_names[:2000]), identifier_kind(second[:2000])
+        if kinds[0] != kinds[1]:
+            df.attrs["gene_names"] = dict(zip(var_names, second))
+            log.info("%s: .var column %r (%s) kept as a second gene identifier", path, column, kinds[1])
+    return df
 
 
 FORMATS = ("table", "h5ad", "featurecounts", "nfcore", "salmon", "kallisto", "rsem", "htseq", "star")
@@ -161,7 +237,8 @@ RSEM_SUFFIX = ".genes.results"
 def expand_bulk_paths(path_setting, key: str = "bulk") -> list[str]:
     """A bulk ``path`` setting (RNA files or methylation calls) as a list of files, in order.
 
-    ``path_setting``: one path, a glob, or a list of them; globs are sorted. A folder stands for
+    ``path_setting``: one path, a glob, or a list of them; a path that exists is taken as it is
+    (even with ``[``, ``*`` or ``?`` in its name), the others as globs, sorted. A folder stands for
     its per-sample files: ``<folder>/*/quant.genes.sf`` (else ``*/quant.sf``) for salmon,
     ``*.genes.results`` for RSEM, or the folder's own ``quant.genes.sf``/``quant.sf``. A glob that
     matches nothing is an error naming it and ``key``; a missing file and a folder without such
@@ -172,7 +249,9 @@ def expand_bulk_paths(path_setting, key: str = "bulk") -> list[str]:
         raise DeconflowError(None, f"`{key}` names no file", f"give a path, a glob or a list of paths as `{key}`")
     files: list[str] = []
     for setting in map(str, settings):
-        matches = sorted(glob.glob(setting)) if glob.has_magic(setting) else [setting]
+        # a path that exists is taken literally, before it is tried as a glob (`S[1].tsv`)
+        literal = Path(setting).exists() or not glob.has_magic(setting)
+        matches = [setting] if literal else sorted(glob.glob(setting))
         if not matches:
             raise DeconflowError(setting, "the pattern matches no file", f"check the path or pattern given as `{key}`")
         for match in matches:
@@ -191,23 +270,37 @@ def _folder_members(folder: Path) -> list[str]:
 
 # --------------------------------------------------------------------------- detection
 def _head_lines(path: Path, n: int = 30) -> list[str]:
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    lines = []
+    return head_lines(path, n)
+
+
+def _hdf5_kind(path: Path) -> str | None:
+    """``h5ad`` or ``kallisto`` for an HDF5 file (by its groups: AnnData's ``X``/``obs``,
+    kallisto's ``aux``), None for anything else."""
     try:
-        with opener(path, "rt", errors="replace") as handle:
-            for _ in range(n):
-                line = handle.readline()
-                if not line:
-                    break
-                lines.append(line.rstrip("\r\n"))
-    except (OSError, EOFError, UnicodeDecodeError):
-        return []
-    return lines
+        if container_of(path) != "hdf5":
+            return None
+    except OSError:
+        return None
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as h5:
+            keys = set(h5.keys())
+    except OSError:
+        return None
+    if "aux" in keys:
+        return "kallisto"
+    return "h5ad" if keys & {"X", "obs", "var"} else None
 
 
 def detect_format(path) -> str:
-    """The format of one bulk file, from its name (``.h5ad``, kallisto's ``.h5``) and its first lines."""
+    """The format of one bulk file from its content: HDF5 groups (AnnData, kallisto's
+    ``abundance.h5``), else its first lines (unpacked whatever the container, see
+    ``deconflow.io.tables.open_binary``)."""
     path = Path(path)
+    hdf5 = _hdf5_kind(path)
+    if hdf5:
+        return hdf5
     if path.name.lower().endswith(".h5ad"):
         return "h5ad"
     if path.name.lower().endswith(".h5"):

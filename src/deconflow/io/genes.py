@@ -37,6 +37,11 @@ _VERSION = re.compile(r"\.\d+(_PAR_Y)?$|_PAR_Y$")
 ENSEMBL = "Ensembl IDs"
 CASE_MATCH = "ignoring letter case"
 SYMBOL = "gene symbols"
+ENTREZ = "Entrez (NCBI) gene IDs (numbers)"
+COMPOSITE = "composite SYMBOL|ID gene ids (TCGA)"
+#: TCGA RSEM / Xena: ``TP53|7157``, ``?|100130426`` for a gene without a symbol
+COMPOSITE_ID = re.compile(r"^(?P<first>[^|\s]+)\|(?P<second>[^|\s]+)$")
+_ENTREZ_ID = re.compile(r"^\d+$")
 
 def strip_version(identifier: str) -> str:
     """``ENSG00000141510.16`` -> ``ENSG00000141510``; symbols are returned unchanged."""
@@ -46,12 +51,35 @@ def strip_version(identifier: str) -> str:
 
 
 def identifier_kind(names) -> str:
-    """``ENSEMBL`` if most names are Ensembl gene IDs, else ``SYMBOL``."""
+    """``ENSEMBL`` if most names are Ensembl gene IDs, ``ENTREZ`` if most are numbers,
+    ``COMPOSITE`` if most are ``SYMBOL|ID`` pairs, else ``SYMBOL``."""
     names = [str(n) for n in names]
     if not names:
         return SYMBOL
     n_ensembl = sum(bool(ENSEMBL_GENE.match(n)) for n in names)
-    return ENSEMBL if n_ensembl >= 0.5 * len(names) else SYMBOL
+    if n_ensembl >= 0.5 * len(names):
+        return ENSEMBL
+    if sum(bool(_ENTREZ_ID.match(n)) for n in names) >= 0.5 * len(names):
+        return ENTREZ
+    if sum(bool(COMPOSITE_ID.match(n)) for n in names) >= 0.5 * len(names):
+        return COMPOSITE
+    return SYMBOL
+
+
+def composite_parts(names) -> dict[str, str]:
+    """``{"TP53|7157": "TP53", ...}`` for composite ``SYMBOL|ID`` ids: the part before ``|`` (the
+    part after it when that one is an Ensembl ID and the first is not); ids without a symbol
+    (``?|100130426``, ``|7157``) are left out."""
+    out = {}
+    for name in map(str, names):
+        match = COMPOSITE_ID.match(name)
+        if not match:
+            continue
+        first, second = match.group("first"), match.group("second")
+        part = second if ENSEMBL_GENE.match(second) and not ENSEMBL_GENE.match(first) else first
+        if part not in ("?", "-", "NA") and not _ENTREZ_ID.match(part):
+            out[name] = part
+    return out
 
 
 def describe_kind(names) -> str:
@@ -101,7 +129,7 @@ def canonical_genes(var_names, second: pd.Series | None, column_name: str | None
     elif kinds == (SYMBOL, ENSEMBL):
         symbols, ensembl = var_names, second
     else:
-        log.info("reference: var names and column %r are both %s; using the var names only", column_name, kinds[0])
+        log.info("reference: var names are %s and column %r %s; using the var names only", kinds[0], column_name, kinds[1])
         return var_names, None
     ensembl = np.array([strip_version(e) for e in ensembl], dtype=object)
     features = np.where(symbols != "", symbols, ensembl).astype(str)  # a gene without a symbol keeps its ID
@@ -199,6 +227,10 @@ def match_bulk_genes(
     """
     features = np.asarray(model_features, dtype=str)
     model_kind = identifier_kind(features)
+    composite = None
+    if own_names is None and identifier_kind(bulk.index) == COMPOSITE:  # TCGA's TP53|7157: the symbol is the id
+        composite = composite_parts(bulk.index)
+        own_names = composite
     key_to_feature: dict[str, str] = {}
     how_of_key: dict[str, str] = {}
 
@@ -219,7 +251,11 @@ def match_bulk_genes(
         add(zip(own["ensembl_id"], own["feature"]), "by Ensembl ID (the reference's own IDs)")
     if own_names:
         pairs = [(strip_version(str(k)), str(v)) for k, v in own_names.items()]
-        if model_kind == SYMBOL:
+        if composite is not None:
+            stripped_features = {strip_version(f): f for f in features}
+            add(((k, stripped_features[strip_version(v)]) for k, v in pairs if strip_version(v) in stripped_features),
+                "by the part before '|' of SYMBOL|ID ids")
+        elif model_kind == SYMBOL:
             add(((k, v) for k, v in pairs if v in feature_set), "by the file's own gene names")
         else:
             stripped_features = {strip_version(f): f for f in features}
@@ -294,4 +330,10 @@ def overlap_fix(match: GeneMatch, min_overlap: int | None = None) -> str:
             "use the same gene identifiers as the reference (Ensembl IDs), or point `gene_table` at an annotation "
             "(columns ensembl_id, symbol) covering your genes" + lower
         )
+    if match.bulk_kind == ENTREZ:
+        return ("deconflow has no Entrez -> symbol mapping: give the bulk with gene symbols or Ensembl IDs as its first column "
+                "(a cBioPortal table's Hugo_Symbol column, or map the Entrez IDs with NCBI's gene_info / org.Hs.eg.db)")
+    if match.bulk_kind == COMPOSITE:
+        return ("keep the part of each id that is a gene symbol or Ensembl ID (e.g. `cut -d'|' -f1` of the first column) "
+                "and check that it is the reference's kind of identifier")
     return "use the same gene identifiers as the reference (symbols vs Ensembl ids) and the same species" + lower

@@ -48,6 +48,7 @@ import pandas as pd
 
 from ..errors import DeconflowError
 from .files import atomic_path
+from .tables import head_lines, pandas_compression
 
 FORMATS = ("bismark", "methyldackel")
 #: name suffix (lower case, without .gz) -> format
@@ -78,34 +79,12 @@ def _strip_gz(name: str) -> str:
 
 
 def _open_first_line(path: Path) -> str:
-    import gzip
-
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    try:
-        with opener(path, "rt") as handle:
-            for line in handle:
-                if line.strip():
-                    return line
-    except (OSError, UnicodeDecodeError, EOFError):
-        return ""
-    return ""
+    return next((line + "\n" for line in head_lines(path, 50) if line.strip()), "")
 
 
 def _first_lines(path: Path, n: int = 5) -> list[str]:
-    import gzip
-
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    lines: list[str] = []
-    try:
-        with opener(path, "rt") as handle:
-            for line in handle:
-                if line.strip() and not line.startswith("track"):
-                    lines.append(line.rstrip("\r\n"))
-                if len(lines) >= n:
-                    break
-    except (OSError, UnicodeDecodeError, EOFError):
-        return []
-    return lines
+    lines = [line for line in head_lines(path, n + 50) if line.strip() and not line.startswith("track")]
+    return lines[:n]
 
 
 _COV_FIX = ("give the coverage file bismark_methylation_extractor writes with --bedGraph (<sample>.bismark.cov.gz: "
@@ -173,7 +152,11 @@ def read_methylation_calls(path, fmt: str) -> MethylationCalls:
                                    f"deconflow reads ({COLUMNS})", which)
     skip = 1 if _open_first_line(path).startswith("track") else 0
     try:
-        table = pd.read_csv(path, sep="\t", header=None, skiprows=skip, comment="#", dtype={0: "category"}, low_memory=False)
+        compression = pandas_compression(path, "methylation call", fix_layout)
+        table = pd.read_csv(path, sep="\t", header=None, skiprows=skip, comment="#", dtype={0: "category"}, low_memory=False,
+                            compression=compression)
+    except DeconflowError:
+        raise
     except pd.errors.EmptyDataError:
         raise DeconflowError(path, f"{fmt} file has no calls", fix_layout) from None
     except Exception as exc:

@@ -12,7 +12,9 @@ Bulk tables, measured fractions (``truth``), label tables, gene tables, ``tx2gen
   edge of an identifier is dropped and logged with its line). In comma/semicolon tables quotes
   are CSV quoting, and a quoted field running over a line end is an error naming that line;
 * **header**: with ``header=None`` a first row whose fields after the first are all numbers is
-  data (htseq-count files, headerless matrices), reported in ``attrs["has_header"]``;
+  data (htseq-count files, headerless matrices), reported in ``attrs["has_header"]``, unless its
+  first field is the name of an id column (``gene``, ``Hugo_Symbol``, ``GeneSymbol``, ``ID_REF``:
+  :func:`looks_like_id_header`): then the numbers are sample names (``Hugo_Symbol 1001 1002``);
 * **decimal commas** (``12,5`` from a European spreadsheet: semicolon or tab tables, or quoted
   cells of a comma-separated one) are recognised by :func:`to_numbers` when the table has no dot
   decimals, and logged;
@@ -59,15 +61,114 @@ def _extension_separator(path: Path) -> str | None:
     return None
 
 
+# --------------------------------------------------------------------------- containers
+#: (magic bytes, container) recognised at the start of a file, whatever its name
+MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"), (b"PK\x03\x04", "zip"),
+         (b"\x89HDF\r\n\x1a\n", "hdf5"), (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "ole2"))
+CONTAINER_NAMES = {"gzip": ".gz", "bz2": ".bz2", "xz": ".xz", "zip": ".zip"}
+
+
+def container_of(path) -> str | None:
+    """The container of ``path`` from its first bytes: ``gzip``, ``bz2``, ``xz``, ``zip``,
+    ``xlsx`` (an Office Open XML workbook, itself a zip), ``ods``, ``hdf5``, ``ole2`` (an old
+    ``.xls``), or None (plain bytes). The name is never consulted."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    kind = next((name for magic, name in MAGIC if head.startswith(magic)), None)
+    if kind == "zip":
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+                if any(n.startswith("xl/") for n in names):
+                    return "xlsx"
+                if "mimetype" in names and b"opendocument.spreadsheet" in archive.read("mimetype"):
+                    return "ods"
+        except zipfile.BadZipFile:
+            return "zip"
+    return kind
+
+
+def _refuse_container(path: Path, kind: str, what: str, fix: str) -> None:
+    if kind in ("xlsx", "ods", "ole2"):
+        book = {"xlsx": "an Excel workbook (.xlsx)", "ods": "an OpenDocument spreadsheet (.ods)", "ole2": "an old Excel workbook (.xls)"}[kind]
+        raise DeconflowError(path, f"{what} file is {book}, not a text table",
+                             "save the sheet as tab-separated text (File > Save as > Text (Tab delimited) .tsv) or export it with "
+                             "pandas: pd.read_excel(FILE, index_col=0).to_csv('bulk.tsv', sep='\\t')")
+    if kind == "hdf5":
+        raise DeconflowError(path, f"{what} file is HDF5, not a text table",
+                             "give an AnnData .h5ad (samples x genes) as a bulk, or a text table" if what == "bulk" else fix)
+
+
+def _zip_member(path: Path, what: str):
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        members = [i for i in archive.infolist() if not i.is_dir() and not i.filename.startswith("__MACOSX/")
+                   and not i.filename.rsplit("/", 1)[-1].startswith(".")]
+    if len(members) != 1:
+        shown = [m.filename for m in members[:5]]
+        raise DeconflowError(path, f"{what} file is a zip archive of {len(members)} files {shown}",
+                             "unzip it and give the one table inside")
+    return members[0].filename
+
+
+def open_binary(path, what: str = "table", fix: str = "give a tab- or comma-separated text table"):
+    """A binary handle on the content of ``path``, unpacked by its magic bytes (gzip, bz2, xz,
+    a zip archive of one file) whatever its name; a ``.gz`` name on plain text is read as plain
+    text. Both are logged. Workbooks and HDF5 are refused naming the container."""
+    import bz2
+    import lzma
+    import zipfile
+
+    path = Path(path)
+    kind = container_of(path)
+    _refuse_container(path, kind, what, fix)
+    named = next((k for k, suffix in CONTAINER_NAMES.items() if path.name.lower().endswith(suffix)), None)
+    if named and kind != named:
+        log.info("%s: named %s but %s; read as %s", path, CONTAINER_NAMES[named],
+                 f"{kind}-compressed" if kind else "plain text (not compressed)", kind or "plain text")
+    elif kind in CONTAINER_NAMES and not named:
+        log.info("%s: %s-compressed (by its first bytes) although the name does not end in %s; unpacked", path, kind,
+                 CONTAINER_NAMES[kind])
+    if kind == "gzip":
+        return gzip.open(path, "rb")
+    if kind == "bz2":
+        return bz2.open(path, "rb")
+    if kind == "xz":
+        return lzma.open(path, "rb")
+    if kind == "zip":
+        member = _zip_member(path, what)
+        log.info("%s: zip archive, reading its one file %s", path, member)
+        with zipfile.ZipFile(path) as archive:
+            return io.BytesIO(archive.read(member))
+    return open(path, "rb")
+
+
+def pandas_compression(path, what: str = "file", fix: str = "give a text file") -> str | dict | None:
+    """The ``compression`` argument for ``pandas.read_csv`` of ``path`` from its magic bytes."""
+    path = Path(path)
+    kind = container_of(path)
+    _refuse_container(path, kind, what, fix)
+    if kind == "zip":
+        return {"method": "zip", "archive_name": _zip_member(path, what)}
+    return kind if kind in CONTAINER_NAMES else None
+
+
 def read_text(path, what: str = "table", fix: str = "give a tab- or comma-separated text table") -> str:
-    """The whole file as text (``.gz`` unpacked, UTF-8 with or without BOM, Latin-1 as fallback)."""
+    """The whole file as text (gzip/bz2/xz/zip unpacked by their magic bytes, see
+    :func:`open_binary`; UTF-8 with or without BOM, Latin-1 as fallback)."""
     path = Path(path)
     if not path.exists():
         raise DeconflowError(path, f"{what} file does not exist", fix)
     try:
-        raw = gzip.open(path, "rb").read() if path.name.lower().endswith(".gz") else path.read_bytes()
-    except (OSError, EOFError) as exc:
-        raise DeconflowError(path, f"{what} file cannot be read ({type(exc).__name__}: {exc})", fix) from None
+        with open_binary(path, what, fix) as handle:
+            raw = handle.read()
+    except (OSError, EOFError, ValueError) as exc:
+        kind = container_of(path)
+        raise DeconflowError(path, f"{what} file is a damaged {kind or 'file'} ({type(exc).__name__}: {exc})",
+                             f"download or compress it again{' (test it with `' + kind + ' -t`)' if kind in ('gzip', 'bz2', 'xz') else ''}") from None
     if b"\x00" in raw[:8192]:
         kind = "HDF5" if raw[:8] == b"\x89HDF\r\n\x1a\n" else "binary"
         raise DeconflowError(path, f"{what} file is {kind}, not a text table", fix)
@@ -75,6 +176,24 @@ def read_text(path, what: str = "table", fix: str = "give a tab- or comma-separa
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         return raw.decode("latin-1")
+
+
+def head_lines(path, n: int = 30) -> list[str]:
+    """The first ``n`` lines of ``path`` as text (unpacked as :func:`open_binary` does); [] when
+    it cannot be read as text."""
+    import io as _io
+
+    lines: list[str] = []
+    try:
+        with open_binary(path) as raw, _io.TextIOWrapper(raw, encoding="utf-8", errors="replace") as handle:
+            for _ in range(n):
+                line = handle.readline()
+                if not line:
+                    break
+                lines.append(line.rstrip("\r\n"))
+    except (OSError, EOFError, ValueError, DeconflowError):
+        return []
+    return lines
 
 
 def _count_outside_quotes(line: str, sep: str) -> int:
@@ -211,9 +330,27 @@ ID_HEADERS = frozenset({"", "gene", "genes", "gene_id", "geneid", "gene_ids", "g
                         "barcode", "row.names", "rownames", "unnamed: 0", "x", "#"})
 
 
+#: words of an id column's name (``Hugo_Symbol``, ``GeneSymbol``, ``Gene.Symbol``, ``ID_REF``, ``Entrez_Gene_Id``)
+ID_HEADER_WORDS = frozenset({"hugo", "hgnc", "entrez", "ncbi", "ensembl", "refseq", "gene", "genes", "symbol", "symbols", "id", "ids",
+                             "ref", "name", "names", "identifier", "identifiers", "feature", "features", "probe", "probes", "probeset",
+                             "set", "transcript", "transcripts", "target", "region", "regions", "cpg", "row", "accession", "locus",
+                             "tag", "composite", "element", "official", "approved", "stable", "of", "unnamed"})
+#: at least one of these makes the name an id column's (``Hugo`` alone could be a gene)
+ID_HEADER_KEYS = frozenset({"symbol", "symbols", "id", "ids", "ref", "name", "names", "identifier", "identifiers", "gene", "genes",
+                            "probe", "probeset", "feature", "features", "transcript", "region", "regions", "accession"})
+
+
 def looks_like_id_header(first_field: str) -> bool:
-    """True for the usual names of an identifier column (``gene``, ``gene_id``, ``Geneid``...)."""
-    return str(first_field).strip().strip('"').lower() in ID_HEADERS
+    """True for the name of an identifier column: the usual ones (``gene``, ``gene_id``,
+    ``Geneid``...) and any name made only of such words, split at ``_ . - space`` and at
+    lower-to-upper case changes (``Hugo_Symbol``, ``GeneSymbol``, ``Gene.Symbol``, ``ID_REF``,
+    ``Entrez_Gene_Id``). A gene symbol is never made of these words alone (``ID1`` is one word
+    with a digit)."""
+    text = str(first_field).strip().strip('"')
+    if text.lower() in ID_HEADERS:
+        return True
+    words = [w.lower() for w in re.split(r"[_.\-\s:]+|(?<=[a-z])(?=[A-Z])", text) if w]
+    return bool(words) and all(w in ID_HEADER_WORDS for w in words) and any(w in ID_HEADER_KEYS for w in words)
 
 
 def _looks_numeric_row(cells) -> bool:
