@@ -13,7 +13,7 @@ from .errors import DeconflowError
 from .io import read_bulk, write_table
 from .io.bulks import expand_bulk_paths, read_rna_bulk
 from .io.genes import match_bulk_genes, overlap_fix, read_gene_table, strip_version
-from .io.methylation_calls import SUFFIX_FORMATS, calls_format, read_methylation_samples
+from .io.methylation_calls import FORMATS as METHYLATION_CALL_FORMATS, calls_format, read_methylation_samples
 from .io.references import reference_gene_aliases
 from .models import FittedModel, from_checkpoint, read_checkpoint
 from .normalize import CPM_SCALE, LOG_SCALE_MAX, looks_log_scaled
@@ -22,7 +22,7 @@ from .trust import QC_DEFAULTS, default_calibration_path, parse_plausible, trust
 
 log = logging.getLogger(__name__)
 
-CALL_FORMATS = set(SUFFIX_FORMATS.values())  # bismark, methyldackel
+CALL_FORMATS = set(METHYLATION_CALL_FORMATS)  # bismark, methyldackel, modkit, cytosine_report, region_counts
 
 
 def align_bulk(bulk: pd.DataFrame, model: FittedModel, min_overlap: int, source=None) -> tuple[np.ndarray, int]:

@@ -59,7 +59,8 @@ import scipy.sparse as sp
 from ..errors import DeconflowError
 from .files import _check_finite, _check_unique, check_feature_ids
 from .genes import ENSEMBL_GENE, ENSEMBL_TRANSCRIPT, strip_version
-from .tables import container_of, head_lines, looks_like_id_header, non_numeric_columns, read_table, to_numbers
+from .tables import (CPG_INDEX_COLUMNS, container_of, head_lines, looks_like_id_header, non_numeric_columns, read_table, region_columns,
+                     region_ids, to_numbers)
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,14 @@ def read_bulk_table(path, allow_missing: bool = False) -> pd.DataFrame:
     has_header = frame.attrs["has_header"]
     if frame.shape[0] == 0:
         raise DeconflowError(path, "bulk file has no data rows", BULK_FIX)
+    regions = region_columns(frame.columns[:3]) if has_header else None
+    if regions is not None:  # chr, start, end (+ wgbstools startCpG, endCpG): one region id per row
+        ids = region_ids(frame, regions, "bulk region table", "give integer start and end positions")
+        dropped = [c for c in frame.columns if str(c).strip().lower() in CPG_INDEX_COLUMNS]
+        frame = frame.drop(columns=[c for c in frame.columns if c in regions or c in dropped])
+        frame.insert(0, "region", ids.to_numpy())
+        log.info("%s: region table: columns %s read as region ids chr:start-end%s", path, ", ".join(regions),
+                 f"; {', '.join(dropped)} (CpG indices) left out" if dropped else "")
     if has_header:
         _check_unique(frame.columns[1:], "sample ids", path, "give every sample column a unique name")
         non_numeric = non_numeric_columns(frame, frame.columns[1:])

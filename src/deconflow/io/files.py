@@ -102,6 +102,10 @@ SPREADSHEET_DATE = re.compile(r"^(\d{1,2}-(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|O
                               r"\d{4}-\d{2}-\d{2}( 00:00:00)?|\d{1,2}/\d{1,2}/\d{2,4})$", re.IGNORECASE)
 
 
+#: a chromosome name (chr1, chrX, 1, MT, chr1_KI270706v1_random)
+CHROMOSOME = re.compile(r"^(chr)?([1-9]|1\d|2[0-2]|X|Y|M|MT)(_\w+)?$", re.IGNORECASE)
+
+
 def spreadsheet_dates(ids) -> list[str]:
     """The identifiers among ``ids`` that are dates a spreadsheet made of gene symbols
     (Zeeberg et al. 2004, BMC Bioinformatics 5:80; Ziemann et al. 2016, Genome Biology 17:177)."""
@@ -126,4 +130,9 @@ def check_feature_ids(ids, path, what: str = "feature (gene/region) ids") -> Non
                                    "symbols (MARCH1 and MARC1 both become 1-Mar, SEPT2 becomes 2-Sep), so their rows cannot be told apart",
                              "export the table again from its source without opening it in a spreadsheet (or import the gene "
                              "column as text), or delete those rows; never sum them")
+    chromosomes = [d for d in duplicated if CHROMOSOME.match(str(d))]
+    if len(chromosomes) >= 0.5 * len(duplicated):
+        raise DeconflowError(path, f"the first column holds chromosome names ({chromosomes[:5]}), not one id per row: a region "
+                                   "table without recognised start/end columns", "name the coordinate columns chr, start, end "
+                                   "(or give region ids chr:start-end in the first column); never sum rows of one chromosome")
     _check_unique(ids, what, path, "sum or drop duplicated rows before deconvolution")

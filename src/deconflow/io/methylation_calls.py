@@ -39,6 +39,7 @@ atlas's (``1`` vs ``chr1``) are refused with the fix.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,9 +51,22 @@ from ..errors import DeconflowError
 from .files import atomic_path
 from .tables import head_lines, pandas_compression
 
-FORMATS = ("bismark", "methyldackel")
+log = logging.getLogger(__name__)
+
+FORMATS = ("bismark", "methyldackel", "modkit", "cytosine_report", "region_counts")
 #: name suffix (lower case, without .gz) -> format
 SUFFIX_FORMATS = {".cov": "bismark", ".bedgraph": "methyldackel", ".bg": "methyldackel"}
+#: Bismark's own name for coverage files written with --zero_based (0-based start, BED-like)
+ZERO_BASED_SUFFIX = ".zero.cov"
+#: modkit pileup's modification codes of cytosine (5mC, 5hmC, any C mod) and their ChEBI numbers
+MODKIT_C_CODES = {"m", "h", "C", "76792", "76794"}
+LAYOUT_NAMES = {"modkit": "modkit pileup bedMethyl (mod codes m/h, N_valid_cov, N_mod)",
+                "cytosine_report": "Bismark coverage2cytosine / MethylDackel cytosine report (7 columns)",
+                "region_counts": "region table with read counts (chr, start, end, total/modified calls)"}
+#: region-table read-count columns: (methylated, total or unmethylated, which) pairs, lower case
+REGION_COUNT_COLUMNS = ((("modified_calls", "methylated_calls", "methylated", "meth", "n_mod", "mod_calls"), "methylated"),
+                       (("total_calls", "total", "coverage", "n_valid_cov", "calls", "depth"), "total"),
+                       (("unmodified_calls", "unmethylated_calls", "unmethylated", "unmeth", "canonical_calls"), "unmethylated"))
 #: tool-added name parts stripped from sample ids (``s1.bismark.cov.gz`` / ``s1_CpG.bedGraph`` -> ``s1``)
 TOOL_SUFFIXES = (".bismark", "_bismark_bt2", "_bismark_hisat2", "_pe", "_se", "_CpG")
 COLUMNS = "chrom, start, end, percent methylated, count methylated, count unmethylated"
@@ -104,29 +118,96 @@ def other_call_layout(lines: list[str]) -> tuple[str, str] | None:
         return ("methylKit file (MethylDackel extract --methylKit: chrBase, chr, base, strand, coverage, freqC, freqT)",
                 "run MethylDackel extract without --methylKit and give its <sample>_CpG.bedGraph")
     rows = [line.split("\t") for line in lines]
-    if all(len(r) == 7 and r[2] in ("+", "-") and r[5] in ("CG", "CHG", "CHH") for r in rows):
-        return ("cytosine report (Bismark coverage2cytosine / MethylDackel --cytosine_report: chromosome, position, strand, "
-                "methylated, unmethylated, context, trinucleotide)", _COV_FIX)
     if all(len(r) == 5 and r[1] in ("+", "-") and r[4] in ("z", "Z", "x", "X", "h", "H") for r in rows):
         return ("Bismark methylation extractor per-read call file (read id, strand, chromosome, position, z/Z)", _COV_FIX)
     return None
 
 
+def _is_int(text: str) -> bool:
+    return text.isdigit()
+
+
+def layout_by_content(lines: list[str]) -> str | None:
+    """The call layout of a file's first lines (``track`` lines left out), from the content alone:
+
+    * ``modkit``: ``modkit pileup`` bedMethyl, 18 fields (10 tab-separated with the last 9
+      space-separated in modkit ≤ 0.2): chrom, 0-based start, end, a cytosine modification code
+      (``m``, ``h``...), score, strand, thick start/end, an RGB colour ``r,g,b``, then counts;
+    * ``cytosine_report``: Bismark ``coverage2cytosine`` / MethylDackel ``--cytosine_report``,
+      7 fields: chrom, 1-based position, strand, methylated, unmethylated, context, trinucleotide;
+    * ``region_counts``: a region table with a header ``chr start end`` and read-count columns
+      (nanomix methylome: ``total_calls, modified_calls``);
+    * ``bismark``: six fields with ``end == start`` on every line (a Bismark coverage file; a
+      bedGraph's end is start + 1);
+    * None: anything else (a table, or a six-column file whose convention the content cannot show).
+    """
+    if not lines:
+        return None
+    rows = [line.split() for line in lines]
+    if all(len(r) == 18 and r[3] in MODKIT_C_CODES and r[5] in ("+", "-", ".") and r[8].count(",") == 2
+           and _is_int(r[1]) and _is_int(r[9]) for r in rows):
+        return "modkit"
+    if all(len(r) == 7 and _is_int(r[1]) and r[2] in ("+", "-") and r[5] in ("CG", "CHG", "CHH") for r in rows):
+        return "cytosine_report"
+    header = [c.strip().lower() for c in lines[0].split("\t")]
+    if region_columns_of(header) and region_count_columns(header):
+        return "region_counts"
+    if all(len(r) == 6 and _is_int(r[1]) and r[1] == r[2] for r in rows[:5]) and not lines[0].startswith("track"):
+        return "bismark"
+    return None
+
+
+def region_columns_of(header: list[str]):
+    from .tables import region_columns
+
+    return region_columns(header[:3])
+
+
+def region_count_columns(header: list[str]) -> dict[str, str]:
+    """``{"methylated": column, "total" or "unmethylated": column}`` of a region table's header
+    (lower-case names), or {} when it has no read-count pair."""
+    found = {}
+    for names, role in REGION_COUNT_COLUMNS:
+        column = next((c for c in header if c in names), None)
+        if column is not None:
+            found[role] = column
+    if "methylated" in found and ("total" in found or "unmethylated" in found):
+        return found
+    return {}
+
+
 def calls_format(path, requested: str | None = None) -> str | None:
-    """The methylation-call format of ``path`` (``bismark`` / ``methyldackel``), or None for
-    a plain table. ``requested`` (``auto``/None, ``table``, or a format) wins over detection."""
+    """The methylation-call format of ``path`` (see ``FORMATS``), or None for a plain table.
+    ``requested`` (``auto``/None, ``table``, or a format) wins over detection. Detection: the
+    content first (:func:`layout_by_content`), then the name (``.cov`` -> bismark, ``.bedGraph``
+    -> methyldackel), then a leading ``track`` line (methyldackel)."""
     if requested not in (None, "auto"):
         return None if requested == "table" else requested
     path = Path(path)
+    layout = layout_by_content(_first_lines(path))
+    if layout in ("modkit", "cytosine_report", "region_counts"):
+        return layout
     suffix = Path(_strip_gz(path.name)).suffix.lower()
     if suffix in SUFFIX_FORMATS:
         return SUFFIX_FORMATS[suffix]
-    return "methyldackel" if _open_first_line(path).startswith("track") else None
+    if _open_first_line(path).startswith("track"):
+        return "methyldackel"
+    return layout
+
+
+#: name endings of the other layouts, stripped from sample ids
+OTHER_SUFFIXES = (".bedmethyl", ".bed", ".cpg_report.txt", ".cx_report.txt", ".txt", ".tsv", ".csv", ".methylome", ".zero")
 
 
 def sample_id_from_path(path) -> str:
     name = _strip_gz(Path(path).name)
+    for ending in (".CpG_report.merged_CpG_evidence.cov", ".CpG_report.txt", ".CX_report.txt", ".methylome.tsv"):
+        if name.lower().endswith(ending.lower()) and len(name) > len(ending):
+            name = name[: -len(ending)]
     stem = name[: -len(Path(name).suffix)] if Path(name).suffix.lower() in SUFFIX_FORMATS else name
+    for ending in OTHER_SUFFIXES:
+        if stem.lower().endswith(ending) and len(stem) > len(ending):
+            stem = stem[: -len(ending)]
     for suffix in TOOL_SUFFIXES:
         if stem.endswith(suffix) and len(stem) > len(suffix):
             stem = stem[: -len(suffix)]
@@ -134,10 +215,23 @@ def sample_id_from_path(path) -> str:
 
 
 def read_methylation_calls(path, fmt: str) -> MethylationCalls:
-    """Read and check one Bismark ``.cov`` or MethylDackel bedGraph file (see module doc)."""
+    """Read and check one call file: Bismark ``.cov``, MethylDackel bedGraph, modkit bedMethyl,
+    Bismark / MethylDackel cytosine report, or a region read-count table (see module doc)."""
     path = Path(path)
     if fmt not in FORMATS:
         raise DeconflowError(path, f"unknown methylation call format {fmt!r}", f"use one of {list(FORMATS)} or `table`")
+    if not path.exists():
+        raise DeconflowError(path, "methylation call file does not exist", "check `bulk` in the dataset config (or --bulk)")
+    if fmt == "modkit":
+        return read_modkit(path)
+    if fmt == "cytosine_report":
+        return read_cytosine_report(path)
+    if fmt == "region_counts":
+        return read_region_counts(path)
+    zero_based = fmt == "bismark" and _strip_gz(path.name).lower().endswith(ZERO_BASED_SUFFIX)
+    if zero_based:
+        log.info("%s: Bismark coverage file named %s: read with 0-based starts (bismark2bedGraph --zero_based), "
+                 "as its name says", path, ZERO_BASED_SUFFIX)
     fix_layout = (
         f"give the Bismark coverage file (.cov/.cov.gz from bismark_methylation_extractor --bedGraph) with columns {COLUMNS}"
         if fmt == "bismark"
@@ -165,6 +259,10 @@ def read_methylation_calls(path, fmt: str) -> MethylationCalls:
         raise DeconflowError(path, f"{fmt} file has no calls", fix_layout)
     if table.shape[1] != 6:
         hint = " (a bedGraph without read counts: deconflow needs the counts)" if table.shape[1] == 4 else ""
+        layout = layout_by_content(_first_lines(path))
+        if layout in ("modkit", "cytosine_report", "region_counts"):
+            raise DeconflowError(path, f"has {table.shape[1]} columns: a {LAYOUT_NAMES[layout]}, not a {fmt} file",
+                                 f"give `--format {layout}` (config `format: {layout}`) or leave the format unset: it is detected")
         raise DeconflowError(path, f"has {table.shape[1]} columns, a {fmt} file has 6{hint}", fix_layout)
     numeric = table.iloc[:, 1:].apply(pd.to_numeric, errors="coerce")
     if numeric.isna().any().any():
@@ -195,15 +293,101 @@ def read_methylation_calls(path, fmt: str) -> MethylationCalls:
     if mismatch.any():
         raise DeconflowError(path, f"percent methylated disagrees with 100·methylated/(methylated + unmethylated) ({first_bad(mismatch)})",
                              f"check the column order: {COLUMNS}")
-    lowest = 1 if fmt == "bismark" else 0
+    lowest = 1 if fmt == "bismark" and not zero_based else 0
     if np.any(start < lowest) or np.any(end < start) or np.any(start != np.round(start)):
         bad = (start < lowest) | (end < start) | (start != np.round(start))
         other = "methyldackel" if fmt == "bismark" else "bismark"
         raise DeconflowError(path, f"positions are not {'1-based' if lowest else '0-based'} start ≤ end ({first_bad(bad)})",
                              f"check the file; if it is a {other} file set `format: {other}` (--format {other})")
-    position = start.astype(np.int64) - (1 if fmt == "bismark" else 0)
+    position = start.astype(np.int64) - lowest
     chrom = pd.Categorical(table.iloc[:, 0].astype(str))
     return MethylationCalls(sample_id_from_path(path), chrom, position, methylated.astype(np.int64), total.astype(np.int64), str(path))
+
+
+def _read_whitespace(path: Path, what: str, fix: str, usecols=None, names=None, header=None) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, sep=r"\s+", header=header, comment="#", usecols=usecols, names=names, low_memory=False,
+                           compression=pandas_compression(path, what, fix))
+    except DeconflowError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise DeconflowError(path, f"{what} has no calls", fix) from None
+    except Exception as exc:
+        raise DeconflowError(path, f"cannot be parsed as a {what} ({type(exc).__name__}: {exc})", fix) from None
+
+
+def _calls(path: Path, chrom, position, methylated, total, what: str, fix: str) -> MethylationCalls:
+    methylated = np.asarray(methylated, dtype=np.float64)
+    total = np.asarray(total, dtype=np.float64)
+    bad = ~np.isfinite(methylated) | ~np.isfinite(total) | (methylated < 0) | (methylated > total) | (methylated != np.round(methylated))
+    if bad.any():
+        raise DeconflowError(path, f"{what}: {int(bad.sum())} rows whose read counts are not 0 ≤ methylated ≤ total integers "
+                                   f"(first data row {int(np.flatnonzero(bad)[0]) + 1})", fix)
+    return MethylationCalls(sample_id_from_path(path), pd.Categorical(np.asarray(chrom).astype(str)),
+                            np.asarray(position, dtype=np.int64), methylated.astype(np.int64), total.astype(np.int64), str(path))
+
+
+def read_modkit(path) -> MethylationCalls:
+    """``modkit pileup`` bedMethyl (18 fields, tab- or space-separated counts; 0-based starts).
+
+    Per position and strand: methylated = N_mod of the ``m`` (5mC) row plus N_mod of the ``h``
+    (5hmC) row, since bisulfite atlases cannot tell 5hmC from 5mC; total = N_valid_cov (which
+    counts every call of the position: modified, canonical and other modifications). Rows of
+    other codes (6mA ``a``...) are left out; so are positions that are not CpGs of the atlas
+    regions, by the aggregation. Logged."""
+    path = Path(path)
+    what, fix = "modkit bedMethyl", "give `modkit pileup` output as written (18 columns; e.g. `modkit pileup --cpg --ref REF in.bam out.bed`)"
+    table = _read_whitespace(path, what, fix, usecols=[0, 1, 3, 5, 9, 11],
+                             names=["chrom", "start", "code", "strand", "valid", "n_mod"])
+    table = table[table["code"].astype(str).isin(MODKIT_C_CODES)]
+    if table.empty:
+        raise DeconflowError(path, f"{what} has no cytosine modification rows (codes {sorted(MODKIT_C_CODES)})", fix)
+    grouped = table.groupby(["chrom", "start", "strand"], sort=False, observed=True)
+    summed = grouped.agg(n_mod=("n_mod", "sum"), valid=("valid", "max")).reset_index()
+    codes = sorted(table["code"].astype(str).unique())
+    log.info("%s: modkit bedMethyl, codes %s: methylated = N_mod of %s (5hmC counted as methylated, as bisulfite "
+             "sequencing sees it), total = N_valid_cov; %d positions", path, codes, " + ".join(codes), len(summed))
+    return _calls(path, summed["chrom"], summed["start"], summed["n_mod"], summed["valid"], what, fix)
+
+
+def read_cytosine_report(path) -> MethylationCalls:
+    """Bismark ``coverage2cytosine`` / MethylDackel ``--cytosine_report`` (7 fields, 1-based
+    positions): the CG rows with reads; CHG/CHH rows (a CX report) are left out."""
+    path = Path(path)
+    what, fix = "cytosine report", "give the report as coverage2cytosine writes it (chrom, position, strand, methylated, unmethylated, context, trinucleotide)"
+    table = _read_whitespace(path, what, fix, names=["chrom", "position", "strand", "m", "u", "context", "tri"])
+    cg = table["context"].astype(str) == "CG"
+    total = table["m"] + table["u"]
+    keep = cg & (total > 0)
+    log.info("%s: cytosine report (1-based): %d CpG calls with reads of %d rows (%d non-CG rows left out)", path,
+             int(keep.sum()), len(table), int((~cg).sum()))
+    table = table[keep]
+    return _calls(path, table["chrom"], table["position"] - 1, table["m"], table["m"] + table["u"], what, fix)
+
+
+def read_region_counts(path) -> MethylationCalls:
+    """A region table with read counts (nanomix methylome ``chr start end total_calls
+    modified_calls``, or methylated + unmethylated columns): one pseudo-call per region at its
+    0-based start, so that aggregation puts it into the atlas region that contains that start."""
+    from .tables import read_table, to_numbers
+
+    path = Path(path)
+    what = "region read-count table"
+    fix = "give columns chr, start, end (0-based, BED) and read counts total_calls, modified_calls"
+    table = read_table(path, what, fix, header=True, comment="#")
+    header = [str(c).strip().lower() for c in table.columns]
+    regions = region_columns_of(header)
+    counts = region_count_columns(header)
+    if not regions or not counts:
+        raise DeconflowError(path, f"{what}: no chr/start/end and read-count columns (header {list(table.columns)[:8]})", fix)
+    rename = dict(zip(table.columns, header))
+    table = table.rename(columns=rename)
+    numbers = to_numbers(table, [regions[1], *counts.values()], what, fix)
+    methylated = numbers[counts["methylated"]]
+    total = numbers[counts["total"]] if "total" in counts else methylated + numbers[counts["unmethylated"]]
+    log.info("%s: region read-count table (%s, %s: %s): %d regions, 0-based starts", path, ", ".join(regions),
+             "methylated" , ", ".join(counts.values()), len(table))
+    return _calls(path, table[regions[0]], numbers[regions[1]], methylated, total, what, fix)
 
 
 # --------------------------------------------------------------------------- regions

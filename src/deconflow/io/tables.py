@@ -456,3 +456,32 @@ def read_numeric_table(path, what: str = "table", fix: str = "give a tab- or com
     values.columns = pd.Index([str(c) for c in frame.columns[1:]])
     values.attrs.update(frame.attrs)
     return values
+
+
+# --------------------------------------------------------------------------- region tables
+#: names of a region table's coordinate columns (any case): UCSC / BED, wgbstools, nanomix
+REGION_COLUMN_NAMES = {"chrom": ("chr", "chrom", "chromosome", "#chr", "#chrom", "seqnames", "seqname"),
+                       "start": ("start", "chromstart", "chrom_start", "begin"),
+                       "end": ("end", "chromend", "chrom_end", "stop")}
+#: wgbstools ``beta_to_table`` CpG indices: coordinates of the blocks, never samples
+CPG_INDEX_COLUMNS = ("startcpg", "endcpg")
+
+
+def region_columns(columns) -> tuple[str, str, str] | None:
+    """The (chrom, start, end) column names of a region table (``chr start end``, ``chrom
+    chromStart chromEnd``, ``seqnames start end``, any case), or None."""
+    found = {}
+    for role, names in REGION_COLUMN_NAMES.items():
+        found[role] = next((c for c in columns if str(c).strip().lower() in names), None)
+    return (found["chrom"], found["start"], found["end"]) if all(found.values()) else None
+
+
+def region_ids(frame: pd.DataFrame, columns: tuple[str, str, str], what: str, fix: str) -> pd.Index:
+    """``chr:start-end`` ids of a string table's coordinate columns (start/end must be integers)."""
+    chrom, start, end = columns
+    numbers = to_numbers(frame, [start, end], what, fix)
+    if not np.all(numbers.to_numpy() == np.round(numbers.to_numpy())):
+        raise DeconflowError(frame.attrs.get("path"), f"{what}: columns {start!r}/{end!r} hold non-integer positions", fix)
+    return pd.Index(frame[chrom].astype(str).str.strip() + ":" + numbers[start].astype(np.int64).astype(str) + "-"
+                    + numbers[end].astype(np.int64).astype(str))
+
