@@ -24,7 +24,8 @@ def _deconvolve(args) -> None:
     with script_logging(None):
         table = deconvolve_file(args.model, args.bulk, args.out, args.min_overlap, intervals=args.intervals, qc=args.qc,
                                 calibration=args.calibration, plausible_fractions=_plausible(args.plausible),
-                                min_overlap_fraction=args.min_overlap_fraction, **_bulk_settings(args))
+                                min_overlap_fraction=args.min_overlap_fraction, min_reads=args.min_reads,
+                                min_nonzero_fraction=args.min_nonzero_fraction, **_bulk_settings(args))
     print(table.round(4).to_string())
 
 
@@ -123,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="plausible range of a cell type's fraction; outside it qc.csv flags implausible_TYPE")
     p.add_argument("--min-overlap-fraction", type=float, default=0.5,
                    help="qc.csv flags low_overlap below this share of the model's features (default 0.5)")
+    p.add_argument("--min-reads", type=float, default=100000,
+                   help="qc.csv flags low_depth below this many reads on the model's genes (count input; default 100000)")
+    p.add_argument("--min-nonzero-fraction", type=float, default=0.1,
+                   help="qc.csv flags low_depth below this share of the model's marker genes non-zero (default 0.1)")
     p.add_argument("--min-overlap", type=int, default=1000, help="minimum number of shared features (default 1000)")
     p.set_defaults(func=_deconvolve)
     p = sub.add_parser("monitor", help="print the latest epochs of a training_log.csv")

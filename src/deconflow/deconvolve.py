@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .depth import COUNT_FORMATS, log_depth, sample_depth, values_are_counts
 from .cell_content import checkpoint_cell_size, read_cell_mrna, to_bulk_cell_fractions
 from .errors import DeconflowError
 from .io import read_bulk, write_table
@@ -125,7 +126,7 @@ def read_rna_bulk_for_model(bulk_path, model: FittedModel, min_overlap: int, bul
                             gene_table=None, reference=None, gene_column=None, counts_layer=None, tx2gene=None, strand=None) -> pd.DataFrame:
     """A bulk RNA file of any accepted format, its genes matched to the model's (deconflow.io.genes),
     re-indexed by model feature names; too few matches is an error naming both identifier types."""
-    bulk, _ = read_rna_bulk(bulk_path, bulk_format, quantity, tx2gene, strand=strand)
+    bulk, fmt = read_rna_bulk(bulk_path, bulk_format, quantity, tx2gene, strand=strand)
     source = _source_name(expand_bulk_paths(bulk_path))
     check_non_negative(bulk, source)
     aliases = reference_gene_aliases(reference, gene_column, counts_layer) if reference else None
@@ -142,6 +143,9 @@ def read_rna_bulk_for_model(bulk_path, model: FittedModel, min_overlap: int, bul
             f"({match.describe_sides()}); at least {min_overlap} are required",
             overlap_fix(match, min_overlap),
         )
+    # read counts (for the depth of deconflow.depth): a count format, or a table of integers
+    matched.attrs["counts"] = fmt in COUNT_FORMATS or (fmt in ("salmon", "kallisto", "rsem") and quantity == "counts") \
+        or values_are_counts(bulk.to_numpy(dtype=np.float64))
     return matched
 
 
@@ -149,6 +153,7 @@ def read_rna_bulk_for_model(bulk_path, model: FittedModel, min_overlap: int, bul
 def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bulk_format: str | None = None,
                     cell_mrna=None, intervals: float | None = None, qc: bool = False, calibration=None,
                     plausible_fractions: dict | None = None, min_overlap_fraction: float = QC_DEFAULTS["min_overlap_fraction"],
+                    min_reads: float = QC_DEFAULTS["min_reads"], min_nonzero_fraction: float = QC_DEFAULTS["min_nonzero_fraction"],
                     **rna_settings) -> pd.DataFrame:
     """Model checkpoint + bulk file(s) -> proportions CSV (samples x cell types).
 
@@ -178,6 +183,9 @@ def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bu
                                  "deconvolve methylation calls with a model of a `modality: methylation` dataset")
         bulk = read_rna_bulk_for_model(bulk_path, model, min_overlap, bulk_format=bulk_format, **rna_settings)
         source = _source_name(paths)
+        depth_settings = {"min_reads": min_reads, "min_nonzero_fraction": min_nonzero_fraction}
+        depth = sample_depth(bulk, model, bulk.attrs.get("counts"))
+        log_depth(depth, len(model.used_features()), source, depth_settings)
     else:
         paths = expand_bulk_paths(bulk_path)
         if {calls_format(path, bulk_format) for path in paths} != {None}:  # calls, aggregated into the atlas regions
@@ -212,7 +220,8 @@ def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bu
     table = pd.DataFrame(proportions, index=pd.Index(bulk.columns, name="sample_id"), columns=model.cell_types)
     extra = trust_tables(model, features, table.index, proportions, level=intervals, qc=qc, convert=convert,
                          calibration_path=calibration or default_calibration_path(model_path),
-                         cell_mrna_applied=content is not None, plausible=plausible, min_overlap_fraction=min_overlap_fraction)
+                         cell_mrna_applied=content is not None, plausible=plausible, min_overlap_fraction=min_overlap_fraction,
+                         **({"depth": depth, "depth_settings": depth_settings} if model.normalization == "cpm" else {}))
     _write_all(table, extra, out_path)
     return table
 

@@ -34,6 +34,12 @@ fit, HP-VADE its all-gene fit, the one its out-of-distribution test uses; NaN fo
 a signature fit, e.g. Scaden) and its percentile among the validation mixtures' residuals;
 whether a fallback or correction was applied; and ``flag``: ``;``-separated reasons
 (``low_overlap``, ``residual_beyond_validation``, ``ood_fallback``, ``implausible_<type>``).
+Depth and signal (``deconflow.depth``): ``reads`` on the model's genes and ``nonzero_features``
+(of those the model uses) per sample, flagged ``low_depth`` below ``qc.min_reads`` /
+``qc.min_nonzero_fraction``, ``no_signal`` when fewer markers are observed than the model has
+cell types or its signature fit saw none (an empty residual); for models without a signature fit
+(Scaden) the ``profile_distance`` to the validation mixtures, flagged
+``profile_beyond_validation`` beyond all of theirs.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DeconflowError
+from .depth import DEPTH_DEFAULTS, log_profiles, low_depth, profile_calibration, profile_distance
 from .evaluation import features_for_model
 from .io import read_mixtures, write_json
 from .models import load_model
@@ -54,12 +61,14 @@ from .threads import with_fixed_threads
 #: Interval settings (config ``intervals``); all but ``level`` are fixed at calibration.
 INTERVAL_DEFAULTS = {"level": 0.9, "replicates": 10, "gene_drop_fraction": 0.25, "spread_floor": 0.005}
 #: Quality-row settings (config ``qc``).
-QC_DEFAULTS = {"min_overlap_fraction": 0.5}
+QC_DEFAULTS = {"min_overlap_fraction": 0.5, **DEPTH_DEFAULTS}
 CALIBRATION_FORMAT = 2
 #: rows (samples x replicates) handed to the model at once: batched models amortise their fixed
 #: per-call cost (HP-VADE's NNLS iterations), NNLS solves each mask's rows with one design
 REPLICATE_CHUNK_ROWS = 4096
 QC_COLUMNS = ["sample_id", "feature_overlap", "relative_residual", "residual_percentile", "fallback", "cell_mrna", "flag"]
+#: depth columns of the quality row (``deconflow.depth``), after QC_COLUMNS
+DEPTH_COLUMNS = ["reads", "nonzero_features", "profile_distance"]
 
 
 def gene_masks(n_features: int, replicates: int, drop_fraction: float, seed: int) -> np.ndarray:
@@ -135,7 +144,9 @@ def calibrate(model, features: np.ndarray, truth: np.ndarray, settings: dict | N
     spread = replicate_spread(model, features, masks)
     scores = conformal_scores(truth, estimate, spread, float(settings["spread_floor"]))
     residual = model.relative_residual(features)
+    profile = profile_calibration(features, model.used_features()) if residual is None else {}
     return {
+        **profile,
         "format": CALIBRATION_FORMAT,
         "model": model.name,
         "cell_types": [str(t) for t in model.cell_types],
@@ -270,13 +281,29 @@ def parse_plausible(ranges: dict | None, cell_types, source=None) -> dict[str, t
 
 
 def qc_table(model, features: np.ndarray, sample_ids, proportions: np.ndarray, calibration: dict | None,
-             cell_mrna_applied: bool, plausible: dict | None = None, min_overlap_fraction: float = 0.5) -> pd.DataFrame:
-    """One row per sample (``QC_COLUMNS``); see the module docstring."""
+             cell_mrna_applied: bool, plausible: dict | None = None, min_overlap_fraction: float = 0.5,
+             depth: pd.DataFrame | None = None, depth_settings: dict | None = None) -> pd.DataFrame:
+    """One row per sample (``QC_COLUMNS`` + ``DEPTH_COLUMNS``); see the module docstring.
+    ``depth``: ``deconflow.depth.sample_depth`` of the bulk (None: reads unknown, the non-zero
+    features counted in ``features``)."""
     features = np.atleast_2d(np.asarray(features, dtype=np.float64))
     used = model.used_features()
     overlap = np.isfinite(features[:, used]).mean(axis=1)
     residual = model.relative_residual(features)
+    has_fit = residual is not None
     residual = np.full(len(features), np.nan) if residual is None else residual
+    if depth is None:
+        seen = np.isfinite(features[:, used]) if model.normalization == "beta" else np.nan_to_num(features[:, used]) > 0
+        depth = pd.DataFrame({"reads": np.nan, "nonzero_features": seen.sum(axis=1)})
+    reads = depth["reads"].to_numpy(dtype=np.float64)
+    nonzero = depth["nonzero_features"].to_numpy(dtype=np.int64)
+    thin = low_depth(depth, len(used), depth_settings)
+    no_signal = (nonzero < len(model.cell_types)) | (has_fit & ~np.isfinite(residual))
+    distance = np.full(len(features), np.nan)
+    profile_beyond = np.zeros(len(features), dtype=bool)
+    if calibration and calibration.get("validation_profile_distances"):
+        distance = profile_distance(log_profiles(features, used), np.asarray(calibration["validation_profile"], dtype=np.float64))
+        profile_beyond = ~(distance <= calibration["validation_profile_distances"][-1])
     reference = None if calibration is None else calibration.get("validation_residuals")
     if reference:
         reference = np.asarray(reference, dtype=np.float64)
@@ -294,6 +321,12 @@ def qc_table(model, features: np.ndarray, sample_ids, proportions: np.ndarray, c
         reasons = []
         if overlap[i] < min_overlap_fraction:
             reasons.append("low_overlap")
+        if thin[i]:
+            reasons.append("low_depth")
+        if no_signal[i]:
+            reasons.append("no_signal")
+        if profile_beyond[i]:
+            reasons.append("profile_beyond_validation")
         if beyond[i]:
             reasons.append("residual_beyond_validation")
         if fallback[i]:
@@ -305,14 +338,16 @@ def qc_table(model, features: np.ndarray, sample_ids, proportions: np.ndarray, c
         flags.append(";".join(reasons))
     return pd.DataFrame({"sample_id": np.asarray(sample_ids).astype(str), "feature_overlap": overlap,
                          "relative_residual": residual, "residual_percentile": percentile,
-                         "fallback": fallback.astype(bool), "cell_mrna": bool(cell_mrna_applied), "flag": flags},
-                        columns=QC_COLUMNS)
+                         "fallback": fallback.astype(bool), "cell_mrna": bool(cell_mrna_applied), "flag": flags,
+                         "reads": reads, "nonzero_features": nonzero, "profile_distance": distance},
+                        columns=QC_COLUMNS + DEPTH_COLUMNS)
 
 
 def trust_tables(model, features: np.ndarray, sample_ids, proportions: np.ndarray, *,
                  calibration_path=None, level: float | None = None, qc: bool = False, convert=None,
                  cell_mrna_applied: bool = False, plausible: dict | None = None,
-                 min_overlap_fraction: float = QC_DEFAULTS["min_overlap_fraction"]) -> dict[str, pd.DataFrame]:
+                 min_overlap_fraction: float = QC_DEFAULTS["min_overlap_fraction"], depth: pd.DataFrame | None = None,
+                 depth_settings: dict | None = None) -> dict[str, pd.DataFrame]:
     """``{"intervals": table}`` (when ``level``) and ``{"qc": table}`` (when ``qc``), for
     ``deconvolve_file`` to write as ``intervals.csv`` / ``qc.csv`` next to the proportions.
 
@@ -336,5 +371,5 @@ def trust_tables(model, features: np.ndarray, sample_ids, proportions: np.ndarra
         tables["intervals"] = interval_table(sample_ids, model.cell_types, proportions, lower, upper)
     if qc:
         tables["qc"] = qc_table(model, features, sample_ids, proportions, calibration, cell_mrna_applied, plausible,
-                                min_overlap_fraction)
+                                min_overlap_fraction, depth, depth_settings)
     return tables

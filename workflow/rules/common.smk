@@ -531,7 +531,7 @@ def peer_proportion_inputs(wildcards):
 
 # Per-sample trust (deconflow.trust): calibration on the validation mixtures (RNA models), the
 # interval level, quality-row settings.
-TRUST_CODE = library_files("trust", "evaluation", "threads")
+TRUST_CODE = library_files("trust", "evaluation", "threads", "depth")
 CALIBRATION = "results/{dataset}/models/{model}/calibration.json"
 
 
@@ -577,6 +577,10 @@ def qc_settings(wildcards):
     return {
         "min_overlap_fraction": float(
             config.get("qc", {}).get("min_overlap_fraction", 0.5)
+        ),
+        "min_reads": float(config.get("qc", {}).get("min_reads", 100000)),
+        "min_nonzero_fraction": float(
+            config.get("qc", {}).get("min_nonzero_fraction", 0.1)
         ),
         "plausible_fractions": dict(
             dataset_config(wildcards).get("plausible_fractions") or {}
