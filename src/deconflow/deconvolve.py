@@ -51,7 +51,7 @@ def align_bulk(bulk: pd.DataFrame, model: FittedModel, min_overlap: int, source=
             raise DeconflowError(
                 source,
                 "bulk values look log-scaled (negative, or max ≤ 50); mixtures are only linear in linear space",
-                "give raw counts, TPM or CPM: undo the log with the base it was made with (np.expm1(x) for natural-log "
+                "give raw counts, TPM or CPM: undo the log transform with the base it was made with (np.expm1(x) for natural-log "
                 "log1p, as scanpy writes; 2**x - 1 for log2(x+1)), or give the counts the file was made from",
             )
         totals = values.sum(axis=0)
