@@ -22,7 +22,7 @@ of NNLS's markers non-zero (779 of 4,507), 2,000 reads 12 %, 200 reads 2 %.
 Profile distance (a model-free out-of-distribution signal)
 ----------------------------------------------------------
 ``1 - Pearson(log1p CPM of the sample, mean log1p CPM of the validation mixtures)`` over the
-used features, missing features left out. Calibrated like the residuals: the sorted distances of
+used features, missing features left out (methylation: the betas themselves). Calibrated like the residuals: the sorted distances of
 the validation mixtures are stored in ``calibration.json`` (with the mean profile) and a sample
 beyond the largest is flagged ``profile_beyond_validation``. It is computed for models without a
 signature fit of their own (Scaden), whose quality row otherwise has no residual. For the embedded
@@ -89,9 +89,12 @@ def low_depth(depth: pd.DataFrame, n_used: int, settings: dict | None = None) ->
     return (np.isfinite(reads) & (reads < settings["min_reads"])) | (nonzero < settings["min_nonzero_fraction"] * n_used)
 
 
-def log_profiles(features: np.ndarray, used: np.ndarray) -> np.ndarray:
-    """log1p CPM over ``used`` (samples x used features); missing features NaN, the CPM over the observed ones."""
+def log_profiles(features: np.ndarray, used: np.ndarray, normalization: str = "cpm") -> np.ndarray:
+    """log1p CPM over ``used`` (samples x used features); missing features NaN, the CPM over the
+    observed ones. Methylation (``beta``): the betas themselves."""
     X = np.atleast_2d(np.asarray(features, dtype=np.float64))[:, used]
+    if normalization == "beta":
+        return X
     observed = np.isfinite(X)
     filled = np.where(observed, np.clip(X, 0.0, None), 0.0)
     totals = filled.sum(axis=1, keepdims=True)
@@ -115,10 +118,10 @@ def profile_distance(profiles: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return out
 
 
-def profile_calibration(features: np.ndarray, used: np.ndarray) -> dict:
+def profile_calibration(features: np.ndarray, used: np.ndarray, normalization: str = "cpm") -> dict:
     """``validation_profile`` (mean log1p CPM over the used features) and the sorted
     ``validation_profile_distances`` of the validation mixtures, for ``calibration.json``."""
-    profiles = log_profiles(features, used)
+    profiles = log_profiles(features, used, normalization)
     reference = np.nanmean(profiles, axis=0)
     distances = profile_distance(profiles, reference)
     return {"validation_profile": np.round(reference, 6).tolist(),

@@ -45,6 +45,7 @@ cell types or its signature fit saw none (an empty residual); for models without
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -144,7 +145,7 @@ def calibrate(model, features: np.ndarray, truth: np.ndarray, settings: dict | N
     spread = replicate_spread(model, features, masks)
     scores = conformal_scores(truth, estimate, spread, float(settings["spread_floor"]))
     residual = model.relative_residual(features)
-    profile = profile_calibration(features, model.used_features()) if residual is None else {}
+    profile = profile_calibration(features, model.used_features(), model.normalization) if residual is None else {}
     return {
         **profile,
         "format": CALIBRATION_FORMAT,
@@ -302,7 +303,8 @@ def qc_table(model, features: np.ndarray, sample_ids, proportions: np.ndarray, c
     distance = np.full(len(features), np.nan)
     profile_beyond = np.zeros(len(features), dtype=bool)
     if calibration and calibration.get("validation_profile_distances"):
-        distance = profile_distance(log_profiles(features, used), np.asarray(calibration["validation_profile"], dtype=np.float64))
+        distance = profile_distance(log_profiles(features, used, model.normalization),
+                                    np.asarray(calibration["validation_profile"], dtype=np.float64))
         profile_beyond = ~(distance <= calibration["validation_profile_distances"][-1])
     reference = None if calibration is None else calibration.get("validation_residuals")
     if reference:
@@ -343,6 +345,27 @@ def qc_table(model, features: np.ndarray, sample_ids, proportions: np.ndarray, c
                         columns=QC_COLUMNS + DEPTH_COLUMNS)
 
 
+def warn_genome_build(qc: pd.DataFrame, calibration: dict | None) -> None:
+    """Warn for methylation samples whose fit (or profile) is beyond every validation mixture's:
+    with calls of a sound sample that happens most often when they are on another genome build
+    than the atlas (each atlas window then holds CpGs of an unrelated locus; Loyfer's meth_atlas
+    issue #4). Without a calibration, say that nothing could be checked."""
+    if calibration is None:
+        logging.getLogger(__name__).info("no calibration.json for this methylation model: residuals are not compared "
+                                         "with validation mixtures (run rule calibrate_model)")
+        return
+    beyond = qc["flag"].str.contains("residual_beyond_validation|profile_beyond_validation", regex=True)
+    if beyond.any():
+        by_residual = bool(calibration.get("validation_residuals"))
+        reference = calibration.get("validation_residuals") or calibration.get("validation_profile_distances") or [np.nan]
+        column = "relative_residual" if by_residual else "profile_distance"
+        logging.getLogger(__name__).warning(
+            "samples %s fit the atlas worse than every validation mixture (" + column.replace("_", " ") + " %s; validation at most %.3g): "
+            "the calls may be on another genome build than the atlas (embedded atlas: hg38): check the alignment reference "
+            "(or lift the calls over); otherwise the sample holds tissues the atlas lacks", qc.loc[beyond, "sample_id"].tolist()[:10],
+            ", ".join(f"{v:.3g}" for v in qc.loc[beyond, column].tolist()[:10]), reference[-1])
+
+
 def trust_tables(model, features: np.ndarray, sample_ids, proportions: np.ndarray, *,
                  calibration_path=None, level: float | None = None, qc: bool = False, convert=None,
                  cell_mrna_applied: bool = False, plausible: dict | None = None,
@@ -362,7 +385,7 @@ def trust_tables(model, features: np.ndarray, sample_ids, proportions: np.ndarra
     if level is not None:
         if not 0 < float(level) < 1:
             raise DeconflowError(None, f"interval level {level} is not between 0 and 1", "give e.g. --intervals 0.9")
-        if calibration is None:
+        if calibration is None or model.normalization == "beta":  # methylation: calibrated for the quality row only
             if model.normalization == "cpm":  # RNA models are always calibrated by the pipeline
                 read_calibration(calibration_path or "calibration.json", model)  # raises with the fix
             lower = upper = np.full_like(proportions, np.nan)
@@ -372,4 +395,6 @@ def trust_tables(model, features: np.ndarray, sample_ids, proportions: np.ndarra
     if qc:
         tables["qc"] = qc_table(model, features, sample_ids, proportions, calibration, cell_mrna_applied, plausible,
                                 min_overlap_fraction, depth, depth_settings)
+        if model.normalization == "beta":
+            warn_genome_build(tables["qc"], calibration)
     return tables

@@ -563,6 +563,12 @@ def calibration_inputs(wildcards):
     return {}
 
 
+def deconvolution_calibration_inputs(wildcards):
+    """The model's calibration.json for the quality rows of real bulks: every dataset (methylation
+    models use theirs for the residual check of qc.csv only, not for intervals)."""
+    return {"calibration": CALIBRATION.format(**wildcards)}
+
+
 def calibration_settings(wildcards):
     """What calibrate_model depends on: every `intervals` key but `level`."""
     return {k: v for k, v in config.get("intervals", {}).items() if k != "level"}

@@ -5,7 +5,7 @@
 rule deconvolve_bulk:
     input:
         unpack(deconvolution_inputs),
-        unpack(calibration_inputs),
+        unpack(deconvolution_calibration_inputs),
         model=CHECKPOINT,
         bulk=bulk_file,
         code=DECONVOLUTION_CODE + TRUST_CODE,

@@ -1,4 +1,5 @@
-# Calibration of every RNA model's intervals on the validation mixtures, evaluation on held-out
+# Calibration of every model on the validation mixtures (RNA: intervals and residuals; methylation:
+# the residuals of qc.csv), evaluation on held-out
 # test mixtures (accuracy and interval coverage) per model, then one side-by-side table.
 
 
@@ -13,8 +14,6 @@ rule calibrate_model:
         "logs/{dataset}/calibrate_model/{model}.log",
     benchmark:
         "benchmarks/{dataset}/calibrate_model/{model}.tsv"
-    wildcard_constraints:
-        dataset=alternatives(datasets_of("rna")),
     conda:
         "../../envs/deconflow.yaml"
     params:
