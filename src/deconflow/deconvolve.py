@@ -196,7 +196,9 @@ def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bu
             extra = trust_tables(model, features, table.index, proportions, level=intervals, qc=qc,
                                  calibration_path=calibration or default_calibration_path(model_path),
                                  plausible=parse_plausible(plausible_fractions, model.cell_types, "plausible_fractions"),
-                                 min_overlap_fraction=min_overlap_fraction)
+                                 min_overlap_fraction=min_overlap_fraction, depth_settings={"min_reads": 0, "min_nonzero_fraction": 0},
+                                 depth=pd.DataFrame({"reads": coverage.sum(axis=1),  # reads on the atlas regions (no minimum)
+                                                     "nonzero_features": (coverage[:, model.used_features()] > 0).sum(axis=1)}))
             _write_all(table, extra, out_path)
             return table
         if len(paths) > 1:
