@@ -114,7 +114,7 @@ def _zip_member(path: Path, what: str):
     return members[0].filename
 
 
-def open_binary(path, what: str = "table", fix: str = "give a tab- or comma-separated text table"):
+def open_binary(path, what: str = "table", fix: str = "give a tab- or comma-separated text table", quiet: bool = False):
     """A binary handle on the content of ``path``, unpacked by its magic bytes (gzip, bz2, xz,
     a zip archive of one file) whatever its name; a ``.gz`` name on plain text is read as plain
     text. Both are logged. Workbooks and HDF5 are refused naming the container."""
@@ -126,7 +126,9 @@ def open_binary(path, what: str = "table", fix: str = "give a tab- or comma-sepa
     kind = container_of(path)
     _refuse_container(path, kind, what, fix)
     named = next((k for k, suffix in CONTAINER_NAMES.items() if path.name.lower().endswith(suffix)), None)
-    if named and kind != named:
+    if quiet:
+        pass
+    elif named and kind != named:
         log.info("%s: named %s but %s; read as %s", path, CONTAINER_NAMES[named],
                  f"{kind}-compressed" if kind else "plain text (not compressed)", kind or "plain text")
     elif kind in CONTAINER_NAMES and not named:
@@ -140,7 +142,8 @@ def open_binary(path, what: str = "table", fix: str = "give a tab- or comma-sepa
         return lzma.open(path, "rb")
     if kind == "zip":
         member = _zip_member(path, what)
-        log.info("%s: zip archive, reading its one file %s", path, member)
+        if not quiet:
+            log.info("%s: zip archive, reading its one file %s", path, member)
         with zipfile.ZipFile(path) as archive:
             return io.BytesIO(archive.read(member))
     return open(path, "rb")
@@ -185,7 +188,7 @@ def head_lines(path, n: int = 30) -> list[str]:
 
     lines: list[str] = []
     try:
-        with open_binary(path) as raw, _io.TextIOWrapper(raw, encoding="utf-8", errors="replace") as handle:
+        with open_binary(path, quiet=True) as raw, _io.TextIOWrapper(raw, encoding="utf-8", errors="replace") as handle:
             for _ in range(n):
                 line = handle.readline()
                 if not line:
