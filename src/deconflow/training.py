@@ -131,6 +131,12 @@ def resolve_settings(model_name: str, settings: dict | None) -> dict:
     if unknown:
         log.warning("ignoring settings unknown to %s: %s", model_name, unknown)
     resolved.update({k: v for k, v in given.items() if k in resolved})
+    from .config import number_text_fix
+
+    for key, value in resolved.items():  # `epochs: 1e2` is text to YAML 1.1 (the workflow refuses it at build)
+        text = number_text_fix(value)
+        if text is not None:
+            raise DeconflowError(None, f"train.{key}: {text[0]}", text[1])
     if resolved["device"] not in ("auto", "cpu", "cuda"):
         raise DeconflowError(None, f"train.device is {resolved['device']!r}", "use auto, cpu or cuda")
     if resolved["lr_schedule"] not in ("cosine", "constant"):

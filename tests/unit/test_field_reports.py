@@ -467,6 +467,10 @@ def test_yaml_scientific_notation_text_names_the_key_and_the_fix(tmp_path):
     config["train"]["epochs"] = "1e2"
     message = _error(lambda: check_train_section(config, []))
     assert "`train.epochs`" in message and "text to YAML 1.1" in message and "write 100" in message
+    from deconflow.training import resolve_settings
+
+    message = _error(lambda: resolve_settings("hpvade", {"epochs": "1e2"}))  # the job, had the dry run been skipped
+    assert "train.epochs" in message and "write 100" in message
     config = _test_config()
     config["pseudobulk"]["dirichlet_alpha"] = "5e-1"
     path = tmp_path / "c.yaml"
