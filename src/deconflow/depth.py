@@ -77,8 +77,8 @@ def log_depth(depth: pd.DataFrame, n_used: int, source, settings: dict | None = 
     log.info("%s: per sample on the model's genes: %s%s", source, shown, " ..." if len(depth) > 20 else "")
     low = depth.index[low_depth(depth, n_used, settings)].tolist()
     if low:
-        log.warning("%s: samples %s are below the minimum depth (%s reads on the model's genes, or %.0f %% of its %d markers "
-                    "non-zero): their fractions are unreliable (qc.csv flag low_depth)", source, low[:10],
+        log.warning("%s: samples %s are below the minimum depth (%s reads on the model's genes, or %.0f %% of the %d genes it "
+                    "uses non-zero): their fractions are unreliable (qc.csv flag low_depth)", source, low[:10],
                     f"{settings['min_reads']:,}", 100 * settings["min_nonzero_fraction"], n_used)
 
 

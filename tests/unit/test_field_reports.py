@@ -132,6 +132,12 @@ def test_workbooks_and_archives_are_refused_naming_the_container(tmp_path):
         archive.writestr("b.tsv", "gene\tS1\nA\t1\n")
     message = _error(lambda: read_rna_bulk(tmp_path / "two.zip"))
     assert "zip archive of 2 files" in message and "unzip it" in message
+    import tarfile
+
+    with tarfile.open(tmp_path / "bulk.tar.gz", "w:gz") as archive:
+        (tmp_path / "inner.tsv").write_text("gene\tS1\nA\t1\n")
+        archive.add(tmp_path / "inner.tsv", "inner.tsv")
+    assert "tar archive" in _error(lambda: read_rna_bulk(tmp_path / "bulk.tar.gz"))
     lines = "".join(f"G{i}\t{v}\n" for i, v in enumerate(np.random.default_rng(1).integers(0, 10**6, 2000)))
     packed = gzip.compress(("gene\tS1\n" + lines).encode())
     (tmp_path / "broken.tsv.gz").write_bytes(packed[: len(packed) // 2])  # an interrupted download

@@ -241,7 +241,8 @@ def test_another_bismark_or_methyldackel_layout_is_named(tmp_path, layout, lines
     path = tmp_path / "s1.cov"
     path.write_text("\n".join(lines) + "\n")
     message = _error(lambda: read_methylation_calls(path, "bismark"))
-    assert named in message and ("bismark.cov.gz" in message or "_CpG.bedGraph" in message)
+    assert named in message and ("bismark.cov.gz" in message or "_CpG.bedGraph" in message
+                                 or "--format cytosine_report" in message)  # a cytosine report is read as such (issue 34)
 
 
 # --------------------------------------------------------------------------- new formats (files written here)

@@ -172,6 +172,8 @@ def read_text(path, what: str = "table", fix: str = "give a tab- or comma-separa
         kind = container_of(path)
         raise DeconflowError(path, f"{what} file is a damaged {kind or 'file'} ({type(exc).__name__}: {exc})",
                              f"download or compress it again{' (test it with `' + kind + ' -t`)' if kind in ('gzip', 'bz2', 'xz') else ''}") from None
+    if raw[257:262] == b"ustar":  # a tar archive (bulk.tar.gz)
+        raise DeconflowError(path, f"{what} file is a tar archive", "extract it (tar -xf) and give the table inside")
     if b"\x00" in raw[:8192]:
         kind = "HDF5" if raw[:8] == b"\x89HDF\r\n\x1a\n" else "binary"
         raise DeconflowError(path, f"{what} file is {kind}, not a text table", fix)
