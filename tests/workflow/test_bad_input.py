@@ -527,6 +527,14 @@ CONFIG_CASES = [
                f"datasets.{RNA}.bulk.{MEASURED_BULK}", ("'truth_groups' is a dependency of 'truth'",)),
     ConfigCase("rna-dataset-without-reference", _set_key("datasets", "noref", value={"modality": "rna"}),
                "datasets.noref.reference", ("'reference' is a required property", "add")),
+    # issue 34: the `train` section is checked too, and YAML 1.1's text for numbers is named
+    ConfigCase("train-key-typo", _set_key("train", "hpvade", "lamda_bulk_recon", value=20), "train.hpvade.lamda_bulk_recon",
+               ("unknown training setting", "did you mean `lambda_bulk_recon`")),
+    ConfigCase("train-section-typo", _set_key("train", "hpvad", value={"vae_hidden": 32}), "train.hpvad",
+               ("not a learned model's name", "did you mean `hpvade`")),
+    ConfigCase("epochs-as-yaml-text", _set_key("train", "epochs", value="1e2"), "train.epochs", ("text to YAML 1.1", "write 100")),
+    ConfigCase("float-as-yaml-text", _set_key("pseudobulk", "dirichlet_alpha", value="5e-1"), "pseudobulk.dirichlet_alpha",
+               ("text to YAML 1.1", "write 0.5 or 5.0e-1")),
 ]
 
 
