@@ -256,6 +256,10 @@ def test_h5ad_with_only_log_values_names_the_base_it_records_or_says_it_records_
     base2.uns["log1p"] = {"base": 2}
     base2.write_h5ad(tmp_path / "base2.h5ad")
     assert "2**adata.X - 1" in _error(lambda: read_bulk(tmp_path / "base2.h5ad"))
+    linear = _adata(bulk, bulk.to_numpy(dtype=np.float64).T)  # counts put back in .X: uns['log1p'] stays, .X is used
+    linear.uns["log1p"] = {"base": None}
+    linear.write_h5ad(tmp_path / "linear.h5ad")
+    np.testing.assert_array_equal(read_bulk(tmp_path / "linear.h5ad").to_numpy(), bulk.to_numpy())
     _adata(bulk, _log1p(bulk)).write_h5ad(tmp_path / "unknown.h5ad")
     message = _error(lambda: read_bulk(tmp_path / "unknown.h5ad"))
     assert "records no log base" in message and "expm1" not in message and "2**" not in message

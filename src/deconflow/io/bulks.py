@@ -178,8 +178,7 @@ def _log_scaled(values: np.ndarray) -> bool:
 
 def _h5ad_linear_values(adata, path: Path) -> pd.DataFrame:
     """Genes x samples from a samples x genes AnnData, in linear space, as the file says: ``.X``
-    when it is linear; when ``.X`` is log-scaled (scanpy's ``log1p`` recorded in ``uns``, negative
-    values, or max ≤ 50), a counts layer (``COUNTS_LAYERS``), then ``.raw.X``; which one is logged.
+    when it is linear; when ``.X`` is log-scaled (negative values, or max ≤ 50), a counts layer (``COUNTS_LAYERS``), then ``.raw.X``; which one is logged.
     Only log values: an error naming the base the file records (``uns['log1p']['base']``; none
     recorded = natural log, scanpy's default) or saying that it records none. The file's second gene
     identifier (a ``.var`` column of the other kind, e.g. ``gene_ids`` beside symbols) is kept in
@@ -191,14 +190,14 @@ def _h5ad_linear_values(adata, path: Path) -> pd.DataFrame:
     var = adata.var
     recorded = "log1p" in adata.uns
     used = ".X"
-    if recorded or _log_scaled(X):
+    if _log_scaled(X):  # the values decide (scanpy keeps uns['log1p'] after .X is set back to counts)
         layer = next((name for name in COUNTS_LAYERS if name in adata.layers), None)
         if layer is not None:
             X, used = _dense(adata.layers[layer]).astype(np.float64), f"layers[{layer!r}]"
         elif adata.raw is not None:
             X, used = _dense(adata.raw.X).astype(np.float64), ".raw.X"
             var_names, var = adata.raw.var_names.astype(str), adata.raw.var
-        why = "scanpy's log1p recorded in .uns" if recorded else "negative values or max ≤ 50"
+        why = "negative values or max ≤ 50" + ("; scanpy's log1p recorded in .uns" if recorded else "")
         if used == ".X":
             if recorded:
                 base = (adata.uns["log1p"] or {}).get("base") if isinstance(adata.uns["log1p"], dict) else None
