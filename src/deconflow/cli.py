@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "RSEM *.genes.results, htseq-count files, STAR ReadsPerGene.out.tab (one per sample), or a folder of them; "
                         "methylation: one or more per-sample Bismark .cov(.gz) / MethylDackel .bedGraph files")
     p.add_argument("--format", choices=["table", "h5ad", "featurecounts", "nfcore", "salmon", "kallisto", "rsem", "htseq", "star",
-                                           "bismark", "methyldackel", "modkit", "cytosine_report", "region_counts"],
+                                           "bismark", "methyldackel", "modkit", "bedmethyl", "cytosine_report", "region_counts"],
                    default=None, help="bulk format (default: detected from the file name / content)")
     p.add_argument("--quantity", choices=["counts", "tpm"], default="counts",
                    help="salmon/kallisto/RSEM column: counts (NumReads / est_counts / expected_count, default) or tpm")

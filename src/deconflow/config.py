@@ -80,7 +80,11 @@ def check_config(config: dict, schema_path: str | Path, config_files: Iterable[s
         unknown = [k for k in error.instance if k not in allowed]
         path.append(unknown[0])
         problem = f"unknown key, not allowed here ({error.message})"
-        fix = f"remove it or correct its spelling; allowed keys here: {allowed} (see {README})"
+        import difflib
+
+        close = difflib.get_close_matches(str(unknown[0]), allowed, n=1, cutoff=0.6)
+        fix = (f"did you mean `{close[0]}`? " if close else "") + \
+            f"remove it or correct its spelling; allowed keys here: {allowed} (see {README})"
     elif error.validator == "required":
         missing = next(k for k in error.validator_value if k not in error.instance)
         path.append(missing)

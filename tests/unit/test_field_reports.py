@@ -156,7 +156,7 @@ def test_a_path_that_exists_is_taken_literally_before_it_is_tried_as_a_glob(tmp_
 
 
 # --------------------------------------------------------------------------- headers
-@pytest.mark.parametrize("first", ["Hugo_Symbol", "GeneSymbol", "Gene.Symbol", "ID_REF", "gene"])
+@pytest.mark.parametrize("first", ["Hugo_Symbol", "GeneSymbol", "Gene.Symbol", "ID_REF", "gene", "ENTREZID", "Probe Set ID"])
 def test_numeric_sample_names_under_an_id_column_name_are_a_header(tmp_path, first):
     bulk = _counts()
     bulk.columns = ["1001", "1002", "1003"]
@@ -202,6 +202,19 @@ def test_tcga_symbol_pipe_entrez_ids_are_matched_by_their_symbol(tmp_path):
     extra = pd.DataFrame(9, index=["?|100130426", "?|100133144"], columns=bulk.columns)  # genes without a symbol
     path = tmp_path / "rsem.genes.normalized_results.tsv"
     pd.concat([extra, tcga]).to_csv(path, sep="\t", index_label="gene_id")
+    np.testing.assert_array_equal(deconvolve_file(model, path, tmp_path / "a.csv", min_overlap=150),
+                                  deconvolve_file(model, plain, tmp_path / "b.csv", min_overlap=150))
+
+
+def test_ensembl_pipe_symbol_ids_use_the_part_the_model_knows(tmp_path):
+    bulk = _counts()
+    model = _model(tmp_path / "m.pt")
+    plain = tmp_path / "plain.tsv"
+    bulk.to_csv(plain, sep="\t")
+    composite = bulk.copy()
+    composite.index = [f"ENSG{i:011d}.3|{g}" for i, g in enumerate(bulk.index)]  # gene_id|gene_name
+    path = tmp_path / "ids.tsv"
+    composite.to_csv(path, sep="\t")
     np.testing.assert_array_equal(deconvolve_file(model, path, tmp_path / "a.csv", min_overlap=150),
                                   deconvolve_file(model, plain, tmp_path / "b.csv", min_overlap=150))
 
@@ -378,6 +391,21 @@ def test_modkit_bedmethyl_equals_the_same_calls_as_bismark(tmp_path, space_delim
     assert "modkit pileup bedMethyl" in message and "--format modkit" in message
 
 
+def test_encode_bedmethyl_and_nanopolish_frequencies(tmp_path):
+    regions = parse_region_ids(["chr1:100-200", "chr1:200-300"])
+    rows = [("chr1", 100, 6, 50.0), ("chr1", 199, 3, 33.3333), ("chr1", 250, 4, 100.0), ("chr1", 300, 9, 0.0)]
+    text = "".join(f"{c}\t{p}\t{p + 1}\tsample\t{min(n, 1000)}\t+\t{p}\t{p + 1}\t0,255,0\t{n}\t{pct}\n" for c, p, n, pct in rows)
+    (tmp_path / "ENCFF001.bed").write_text(text)
+    assert calls_format(tmp_path / "ENCFF001.bed") == "bedmethyl"
+    calls = read_methylation_calls(tmp_path / "ENCFF001.bed", "bedmethyl")
+    assert [v.tolist() for v in aggregate_calls(calls, regions)] == [[3 + 1, 4], [6 + 3, 4]]
+    (tmp_path / "freq.tsv").write_text("chromosome\tstart\tend\tnum_motifs_in_group\tcalled_sites\tcalled_sites_methylated\t"
+                                       "methylated_frequency\tgroup_sequence\nchr1\t120\t121\t1\t10\t7\t0.7\tACGT\n")
+    assert calls_format(tmp_path / "freq.tsv") == "region_counts"
+    calls = read_methylation_calls(tmp_path / "freq.tsv", "region_counts")
+    assert [v.tolist() for v in aggregate_calls(calls, regions)] == [[7, 0], [10, 0]]
+
+
 def test_cytosine_report_and_zero_based_cov_by_content_and_name(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     regions = parse_region_ids(["chr1:100-200", "chr1:200-300"])
@@ -467,6 +495,9 @@ def test_train_key_and_section_typos_name_the_closest_allowed_name(tmp_path):
     config["train"]["lerning_rate"] = 0.01
     assert "did you mean `learning_rate`" in _error(lambda: check_train_section(config, []))
     check_train_section(_test_config(), [])  # the shipped configs pass
+    config = _test_config()
+    config["pseudobulk"]["n_trian"] = 10  # a schema section names the closest key too
+    assert "did you mean `n_train`" in _error(lambda: check_config(config, SCHEMA, []))
     for name in ("config.yaml", "full.yaml", "test_methylation.yaml"):
         check_config_text(yaml.safe_load((ROOT / "config" / name).read_text()), [])
 

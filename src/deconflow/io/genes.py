@@ -66,20 +66,19 @@ def identifier_kind(names) -> str:
     return SYMBOL
 
 
-def composite_parts(names) -> dict[str, str]:
-    """``{"TP53|7157": "TP53", ...}`` for composite ``SYMBOL|ID`` ids: the part before ``|`` (the
-    part after it when that one is an Ensembl ID and the first is not); ids without a symbol
-    (``?|100130426``, ``|7157``) are left out."""
-    out = {}
-    for name in map(str, names):
-        match = COMPOSITE_ID.match(name)
-        if not match:
-            continue
-        first, second = match.group("first"), match.group("second")
-        part = second if ENSEMBL_GENE.match(second) and not ENSEMBL_GENE.match(first) else first
-        if part not in ("?", "-", "NA") and not _ENTREZ_ID.match(part):
-            out[name] = part
-    return out
+def composite_parts(names, model_features=None) -> dict[str, str]:
+    """``{"TP53|7157": "TP53", ...}`` for composite ``ID|ID`` ids: of the two parts, the one whose
+    position matches more ``model_features`` (versions ignored; without features: the part before
+    ``|``, TCGA's symbol). Ids without a usable part there (``?|100130426``) are left out."""
+    pairs = [(str(n), COMPOSITE_ID.match(str(n))) for n in names]
+    pairs = [(n, (m.group("first"), m.group("second"))) for n, m in pairs if m]
+    position = 0
+    if model_features is not None:
+        wanted = {strip_version(str(f)) for f in model_features}
+        hits = [sum(strip_version(parts[k]) in wanted for _, parts in pairs) for k in (0, 1)]
+        position = int(hits[1] > hits[0])
+    return {n: parts[position] for n, parts in pairs
+            if parts[position] not in ("?", "-", "NA", "") and not _ENTREZ_ID.match(parts[position])}
 
 
 def describe_kind(names) -> str:
@@ -229,7 +228,7 @@ def match_bulk_genes(
     model_kind = identifier_kind(features)
     composite = None
     if own_names is None and identifier_kind(bulk.index) == COMPOSITE:  # TCGA's TP53|7157: the symbol is the id
-        composite = composite_parts(bulk.index)
+        composite = composite_parts(bulk.index, features)
         own_names = composite
     key_to_feature: dict[str, str] = {}
     how_of_key: dict[str, str] = {}

@@ -53,7 +53,7 @@ from .tables import head_lines, pandas_compression
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("bismark", "methyldackel", "modkit", "cytosine_report", "region_counts")
+FORMATS = ("bismark", "methyldackel", "modkit", "bedmethyl", "cytosine_report", "region_counts")
 #: name suffix (lower case, without .gz) -> format
 SUFFIX_FORMATS = {".cov": "bismark", ".bedgraph": "methyldackel", ".bg": "methyldackel"}
 #: Bismark's own name for coverage files written with --zero_based (0-based start, BED-like)
@@ -61,11 +61,12 @@ ZERO_BASED_SUFFIX = ".zero.cov"
 #: modkit pileup's modification codes of cytosine (5mC, 5hmC, any C mod) and their ChEBI numbers
 MODKIT_C_CODES = {"m", "h", "C", "76792", "76794"}
 LAYOUT_NAMES = {"modkit": "modkit pileup bedMethyl (mod codes m/h, N_valid_cov, N_mod)",
+                "bedmethyl": "ENCODE bedMethyl (11 columns: ..., colour, coverage, percent methylated)",
                 "cytosine_report": "Bismark coverage2cytosine / MethylDackel cytosine report (7 columns)",
                 "region_counts": "region table with read counts (chr, start, end, total/modified calls)"}
 #: region-table read-count columns: (methylated, total or unmethylated, which) pairs, lower case
-REGION_COUNT_COLUMNS = ((("modified_calls", "methylated_calls", "methylated", "meth", "n_mod", "mod_calls"), "methylated"),
-                       (("total_calls", "total", "coverage", "n_valid_cov", "calls", "depth"), "total"),
+REGION_COUNT_COLUMNS = ((("modified_calls", "methylated_calls", "methylated", "meth", "n_mod", "mod_calls", "called_sites_methylated"), "methylated"),
+                       (("total_calls", "total", "coverage", "n_valid_cov", "calls", "depth", "called_sites"), "total"),
                        (("unmodified_calls", "unmethylated_calls", "unmethylated", "unmeth", "canonical_calls"), "unmethylated"))
 #: tool-added name parts stripped from sample ids (``s1.bismark.cov.gz`` / ``s1_CpG.bedGraph`` -> ``s1``)
 TOOL_SUFFIXES = (".bismark", "_bismark_bt2", "_bismark_hisat2", "_pe", "_se", "_CpG")
@@ -147,6 +148,9 @@ def layout_by_content(lines: list[str]) -> str | None:
     if all(len(r) == 18 and r[3] in MODKIT_C_CODES and r[5] in ("+", "-", ".") and r[8].count(",") == 2
            and _is_int(r[1]) and _is_int(r[9]) for r in rows):
         return "modkit"
+    if all(len(r) == 11 and r[8].count(",") == 2 and r[5] in ("+", "-", ".") and _is_int(r[1]) and _is_int(r[9])
+           and r[10].replace(".", "", 1).isdigit() for r in rows):
+        return "bedmethyl"
     if all(len(r) == 7 and _is_int(r[1]) and r[2] in ("+", "-") and r[5] in ("CG", "CHG", "CHH") for r in rows):
         return "cytosine_report"
     header = [c.strip().lower() for c in lines[0].split("\t")]
@@ -185,7 +189,7 @@ def calls_format(path, requested: str | None = None) -> str | None:
         return None if requested == "table" else requested
     path = Path(path)
     layout = layout_by_content(_first_lines(path))
-    if layout in ("modkit", "cytosine_report", "region_counts"):
+    if layout in ("modkit", "bedmethyl", "cytosine_report", "region_counts"):
         return layout
     suffix = Path(_strip_gz(path.name)).suffix.lower()
     if suffix in SUFFIX_FORMATS:
@@ -224,6 +228,8 @@ def read_methylation_calls(path, fmt: str) -> MethylationCalls:
         raise DeconflowError(path, "methylation call file does not exist", "check `bulk` in the dataset config (or --bulk)")
     if fmt == "modkit":
         return read_modkit(path)
+    if fmt == "bedmethyl":
+        return read_encode_bedmethyl(path)
     if fmt == "cytosine_report":
         return read_cytosine_report(path)
     if fmt == "region_counts":
@@ -260,7 +266,7 @@ def read_methylation_calls(path, fmt: str) -> MethylationCalls:
     if table.shape[1] != 6:
         hint = " (a bedGraph without read counts: deconflow needs the counts)" if table.shape[1] == 4 else ""
         layout = layout_by_content(_first_lines(path))
-        if layout in ("modkit", "cytosine_report", "region_counts"):
+        if layout in ("modkit", "bedmethyl", "cytosine_report", "region_counts"):
             raise DeconflowError(path, f"has {table.shape[1]} columns: a {LAYOUT_NAMES[layout]}, not a {fmt} file",
                                  f"give `--format {layout}` (config `format: {layout}`) or leave the format unset: it is detected")
         raise DeconflowError(path, f"has {table.shape[1]} columns, a {fmt} file has 6{hint}", fix_layout)
@@ -348,6 +354,18 @@ def read_modkit(path) -> MethylationCalls:
     log.info("%s: modkit bedMethyl, codes %s: methylated = N_mod of %s (5hmC counted as methylated, as bisulfite "
              "sequencing sees it), total = N_valid_cov; %d positions", path, codes, " + ".join(codes), len(summed))
     return _calls(path, summed["chrom"], summed["start"], summed["n_mod"], summed["valid"], what, fix)
+
+
+def read_encode_bedmethyl(path) -> MethylationCalls:
+    """ENCODE WGBS bedMethyl (11 columns: chrom, 0-based start, end, name, score, strand, thick
+    start/end, colour, coverage, percent methylated): total = coverage, methylated =
+    round(coverage · percent / 100) (the percent is rounded by the tool: counts within 0.5)."""
+    path = Path(path)
+    what, fix = "ENCODE bedMethyl", "give the bedMethyl as written (11 columns: ..., coverage, percent methylated)"
+    table = _read_whitespace(path, what, fix, usecols=[0, 1, 9, 10], names=["chrom", "start", "coverage", "percent"])
+    methylated = np.rint(table["coverage"].to_numpy(dtype=np.float64) * table["percent"].to_numpy(dtype=np.float64) / 100.0)
+    log.info("%s: ENCODE bedMethyl (0-based): methylated reads = coverage x percent / 100, rounded; %d positions", path, len(table))
+    return _calls(path, table["chrom"], table["start"], methylated, table["coverage"], what, fix)
 
 
 def read_cytosine_report(path) -> MethylationCalls:

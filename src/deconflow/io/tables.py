@@ -354,8 +354,18 @@ def looks_like_id_header(first_field: str) -> bool:
     text = str(first_field).strip().strip('"')
     if text.lower() in ID_HEADERS:
         return True
-    words = [w.lower() for w in re.split(r"[_.\-\s:]+|(?<=[a-z])(?=[A-Z])", text) if w]
-    return bool(words) and all(w in ID_HEADER_WORDS for w in words) and any(w in ID_HEADER_KEYS for w in words)
+    words = []
+    for word in (w.lower() for w in re.split(r"[_.\-\s:]+|(?<=[a-z])(?=[A-Z])", text) if w):
+        if word in ID_HEADER_WORDS:
+            words.append(word)
+            continue
+        # two words written as one (ENTREZID, GENESYMBOL, ProbeID in capitals)
+        split = next(((word[:i], word[i:]) for i in range(2, len(word) - 1)
+                      if word[:i] in ID_HEADER_WORDS and word[i:] in ID_HEADER_WORDS), None)
+        if split is None:
+            return False
+        words.extend(split)
+    return bool(words) and any(w in ID_HEADER_KEYS for w in words)
 
 
 def _looks_numeric_row(cells) -> bool:
