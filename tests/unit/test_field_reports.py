@@ -180,6 +180,17 @@ def test_a_headerless_file_starting_with_a_gene_is_still_data(tmp_path, caplog):
     assert "first line `TP53\t5\t6` read as data" in caplog.text and "put `gene` as the first field" in caplog.text
 
 
+def test_gct_file_reads_its_samples(tmp_path):
+    bulk = _counts()
+    body = bulk.copy()
+    body.insert(0, "Description", "na")
+    path = tmp_path / "bulk.gct"
+    path.write_text(f"#1.2\n{len(bulk)}\t{bulk.shape[1]}\n" + body.to_csv(sep="\t", index_label="Name"))
+    table, fmt = read_rna_bulk(path)
+    assert fmt == "table" and list(table.columns) == list(bulk.columns)
+    np.testing.assert_array_equal(table.to_numpy(), bulk.to_numpy())
+
+
 def test_cbioportal_entrez_column_is_not_a_sample(tmp_path):
     bulk = _counts()
     frame = bulk.copy()

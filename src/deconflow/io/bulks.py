@@ -77,6 +77,9 @@ def read_bulk_table(path, allow_missing: bool = False) -> pd.DataFrame:
     has_header = frame.attrs["has_header"]
     if frame.shape[0] == 0:
         raise DeconflowError(path, "bulk file has no data rows", BULK_FIX)
+    if has_header and frame.shape[1] > 2 and str(frame.columns[1]).strip().lower() == "description" \
+            and str(frame.columns[0]).strip().lower() == "name":  # GCT: Name, Description, samples
+        frame = frame.drop(columns=frame.columns[1])
     regions = region_columns(frame.columns[:3]) if has_header else None
     if regions is not None:  # chr, start, end (+ wgbstools startCpG, endCpG): one region id per row
         ids = region_ids(frame, regions, "bulk region table", "give integer start and end positions")

@@ -263,8 +263,12 @@ def read_table(path, what: str = "table", fix: str = "give a tab- or comma-separ
     path = Path(path)
     text = read_text(path, what, fix)
     kept, numbers = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or (comment and line.startswith(comment)):
+    lines = text.splitlines()
+    gct = bool(lines) and lines[0].strip() == "#1.2" and header is not False
+    if gct:  # GenePattern GCT 1.2: version line, "rows columns" line, then Name, Description, samples
+        log.info("%s: GCT 1.2 file (GenePattern / GEO): its version and size lines skipped, column Description left out", path)
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or (comment and line.startswith(comment)) or (gct and number <= 2):
             continue
         kept.append(line)
         numbers.append(number)
