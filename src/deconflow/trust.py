@@ -32,8 +32,10 @@ Per sample: the share of the features the model uses that the bulk has; the rela
 of the model's own signature fit (``FittedModel.relative_residual``: NNLS its weighted marker
 fit, HP-VADE its all-gene fit, the one its out-of-distribution test uses; NaN for models without
 a signature fit, e.g. Scaden) and its percentile among the validation mixtures' residuals;
-whether a fallback or correction was applied; and ``flag``: ``;``-separated reasons
-(``low_overlap``, ``residual_beyond_validation``, ``ood_fallback``, ``implausible_<type>``).
+whether a fallback or correction was applied; for RNA models the fraction of cells of no
+reference type with its interval (``other_cells``, ``other_cells_lower``, ``other_cells_upper``:
+``deconflow.other_cells``); and ``flag``: ``;``-separated reasons (``low_overlap``,
+``residual_beyond_validation``, ``ood_fallback``, ``implausible_<type>``, ``cells_outside_reference``).
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ CALIBRATION_FORMAT = 2
 #: per-call cost (HP-VADE's NNLS iterations), NNLS solves each mask's rows with one design
 REPLICATE_CHUNK_ROWS = 4096
 QC_COLUMNS = ["sample_id", "feature_overlap", "relative_residual", "residual_percentile", "fallback", "cell_mrna", "flag"]
+#: RNA models' qc rows also hold the fraction of cells of no reference type (``deconflow.other_cells``)
+OTHER_CELLS_COLUMNS = ["other_cells", "other_cells_lower", "other_cells_upper"]
+OTHER_CELLS_FLAG = "cells_outside_reference"
 
 
 def gene_masks(n_features: int, replicates: int, drop_fraction: float, seed: int) -> np.ndarray:
@@ -270,8 +275,11 @@ def parse_plausible(ranges: dict | None, cell_types, source=None) -> dict[str, t
 
 
 def qc_table(model, features: np.ndarray, sample_ids, proportions: np.ndarray, calibration: dict | None,
-             cell_mrna_applied: bool, plausible: dict | None = None, min_overlap_fraction: float = 0.5) -> pd.DataFrame:
-    """One row per sample (``QC_COLUMNS``); see the module docstring."""
+             cell_mrna_applied: bool, plausible: dict | None = None, min_overlap_fraction: float = 0.5,
+             other_cells: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per sample (``QC_COLUMNS``); see the module docstring. ``other_cells``: the
+    samples' rows of ``deconflow.other_cells.other_cells_table``; its estimate and bounds become
+    columns before ``flag``, and its flag the reason ``cells_outside_reference``."""
     features = np.atleast_2d(np.asarray(features, dtype=np.float64))
     used = model.used_features()
     overlap = np.isfinite(features[:, used]).mean(axis=1)
@@ -302,17 +310,24 @@ def qc_table(model, features: np.ndarray, sample_ids, proportions: np.ndarray, c
             value = proportions[i, type_index[cell_type]]
             if value < low or value > high:
                 reasons.append(f"implausible_{cell_type}")
+        if other_cells is not None and bool(other_cells[OTHER_CELLS_FLAG].iloc[i]):
+            reasons.append(OTHER_CELLS_FLAG)
         flags.append(";".join(reasons))
-    return pd.DataFrame({"sample_id": np.asarray(sample_ids).astype(str), "feature_overlap": overlap,
-                         "relative_residual": residual, "residual_percentile": percentile,
-                         "fallback": fallback.astype(bool), "cell_mrna": bool(cell_mrna_applied), "flag": flags},
-                        columns=QC_COLUMNS)
+    table = pd.DataFrame({"sample_id": np.asarray(sample_ids).astype(str), "feature_overlap": overlap,
+                          "relative_residual": residual, "residual_percentile": percentile,
+                          "fallback": fallback.astype(bool), "cell_mrna": bool(cell_mrna_applied), "flag": flags},
+                         columns=QC_COLUMNS)
+    if other_cells is not None:  # cells of no reference type (deconflow.other_cells), before the flag
+        for name in OTHER_CELLS_COLUMNS:
+            table.insert(table.columns.get_loc("flag"), name, other_cells[name].to_numpy(dtype=np.float64))
+    return table
 
 
 def trust_tables(model, features: np.ndarray, sample_ids, proportions: np.ndarray, *,
                  calibration_path=None, level: float | None = None, qc: bool = False, convert=None,
                  cell_mrna_applied: bool = False, plausible: dict | None = None,
-                 min_overlap_fraction: float = QC_DEFAULTS["min_overlap_fraction"]) -> dict[str, pd.DataFrame]:
+                 min_overlap_fraction: float = QC_DEFAULTS["min_overlap_fraction"],
+                 other_cells: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """``{"intervals": table}`` (when ``level``) and ``{"qc": table}`` (when ``qc``), for
     ``deconvolve_file`` to write as ``intervals.csv`` / ``qc.csv`` next to the proportions.
 
@@ -336,5 +351,5 @@ def trust_tables(model, features: np.ndarray, sample_ids, proportions: np.ndarra
         tables["intervals"] = interval_table(sample_ids, model.cell_types, proportions, lower, upper)
     if qc:
         tables["qc"] = qc_table(model, features, sample_ids, proportions, calibration, cell_mrna_applied, plausible,
-                                min_overlap_fraction)
+                                min_overlap_fraction, other_cells)
     return tables
