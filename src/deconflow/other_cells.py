@@ -22,15 +22,16 @@ other cells express none of those genes (EPIC's assumption) Σ_k m̂_k = 1 - a e
   docs/other-cells.md). Genes a bulk lacks are dropped, and the known mass is counted over the
   genes the bulk has (``Σ_k m̂_k·Σ_{g observed} S_gk / 10⁶``), so a bulk missing genes is not
   read as other cells;
-- **weights**: each gene's squared residual weighted by 1 / (mean_k S_gk + ``weight_offset_cpm``),
-  the Poisson variance of a CPM: unlike the linear fit's relative weights (1/(mean + offset)²),
-  which fit proportions well but not their total, this keeps the fitted mass of validation
-  mixtures at 1.00 and of the three real PBMC cohorts at 0.84-1.04 (docs/other-cells.md);
-  bulk genes beyond any mixture (``linear_fit.max_bulk_ratio``) are capped as in the linear fit;
+- **weights**: each gene's squared residual weighted by 1 / ((S·m̂)_g + ``weight_offset_cpm``), the
+  Poisson variance of the fitted CPM (iteratively reweighted; the first round uses the types' mean
+  CPM): unlike the linear fit's relative weights (1/(mean + offset)²), which fit proportions well
+  but not their total, this keeps the fitted mass of validation mixtures at 1.00
+  (docs/other-cells.md); bulk genes beyond any mixture (``linear_fit.max_bulk_ratio``) are capped
+  as in the linear fit;
 - **envelope** (``envelope_weight`` κ ≥ 1): other cells only ever *add* mRNA, so S·m should lie
   below x. κ > 1 weights genes where the fit overshoots the bulk κ times (an expectile fit, by
-  iteratively reweighted NNLS, ``iterations`` rounds): types related to the missing one can then
-  absorb less of it. κ = 1 is the plain symmetric fit. Larger κ sees more of a held-out type but
+  the same reweighted NNLS): types related to the missing one can then
+  absorb less of it. κ = 1 is the symmetric (Poisson-weighted) fit. Larger κ sees more of a held-out type but
   reads another protocol's per-gene differences as other cells (the measured trade-off is in
   docs/other-cells.md; ``make bench-other-cells``);
 - **cells**: shares of mRNA become shares of cells with the reference's mRNA per cell L_k (mean
@@ -74,7 +75,10 @@ OTHER_CELLS_DEFAULTS = {
     "marker_genes_per_type": 100,
     "min_log2_fold_change": 3.0,
     "min_marker_cpm": 10.0,
-    "envelope_weight": 3.0,
+    "envelope_weight": 5.0,
+    "scale_genes": "all",
+    "housekeeping_min_cpm": 5.0,
+    "housekeeping_max_ratio": 10.0,
     "weight_offset_cpm": 10.0,
     "iterations": 8,
     "unknown_library_size": "median",
@@ -84,8 +88,9 @@ OTHER_CELLS_DEFAULTS = {
     "absolute_fractions": False,
 }
 #: the settings written into (and read back from) the calibration file
-CALIBRATION_SETTINGS = ("marker_genes_per_type", "min_log2_fold_change", "min_marker_cpm", "envelope_weight", "weight_offset_cpm", "iterations", "unknown_library_size", "max_unknown",
-                        "mixtures_per_type", "flag_min_fraction")
+CALIBRATION_SETTINGS = ("marker_genes_per_type", "min_log2_fold_change", "min_marker_cpm", "envelope_weight", "scale_genes",
+                        "housekeeping_min_cpm", "housekeeping_max_ratio", "weight_offset_cpm", "iterations",
+                        "unknown_library_size", "max_unknown", "mixtures_per_type", "flag_min_fraction")
 OTHER_CELLS_FORMAT = 1
 #: the column of the absolute fractions that holds the other cells
 OTHER_COLUMN = "other cells"
@@ -103,7 +108,7 @@ class OtherCellsFit:
 
     def __init__(self, genes, cell_types, signature: np.ndarray, rows: np.ndarray, library_size: np.ndarray,
                  unknown_library_size: float, envelope_weight: float = 1.0, weight_offset_cpm: float = 10.0,
-                 iterations: int = 8, max_bulk_ratio: float | None = None):
+                 iterations: int = 8, max_bulk_ratio: float | None = None, housekeeping: np.ndarray | None = None):
         self.genes = np.asarray(genes).astype(str)
         self.cell_types = np.asarray(cell_types).astype(str)
         self.signature = np.asarray(signature, dtype=np.float64)
@@ -114,6 +119,8 @@ class OtherCellsFit:
         self.weight_offset_cpm = float(weight_offset_cpm)
         self.iterations = int(iterations)
         self.max_bulk_ratio = None if max_bulk_ratio is None else float(max_bulk_ratio)
+        # indices of the genes the bulk and the profiles are scaled by (None: every observed gene)
+        self.housekeeping = None if housekeeping is None else np.asarray(housekeeping, dtype=np.int64)
         if self.envelope_weight < 1:
             raise ValueError(f"envelope_weight must be >= 1, got {envelope_weight}")
         marker = self.signature[self.rows]
@@ -134,9 +141,15 @@ class OtherCellsFit:
                                     float(settings["min_log2_fold_change"]), float(settings["min_marker_cpm"]),
                                     [str(t) for t in signature.columns])
         library_size = np.asarray(library_size, dtype=np.float64)
+        if settings["scale_genes"] not in ("all", "housekeeping"):
+            raise ValueError(f"other_cells.scale_genes must be 'all' or 'housekeeping', got {settings['scale_genes']!r}")
+        housekeeping = None
+        if settings["scale_genes"] == "housekeeping":
+            housekeeping = housekeeping_rows(signature, float(settings["housekeeping_min_cpm"]),
+                                             float(settings["housekeeping_max_ratio"]))
         return cls(signature.index, signature.columns, signature.to_numpy(dtype=np.float64), rows, library_size,
                    unknown_size(settings["unknown_library_size"], library_size), settings["envelope_weight"],
-                   settings["weight_offset_cpm"], settings["iterations"], linear_fit.get("max_bulk_ratio"))
+                   settings["weight_offset_cpm"], settings["iterations"], linear_fit.get("max_bulk_ratio"), housekeeping)
 
     # ---------------------------------------------------------------- the fit
     def aligned(self, features: np.ndarray, feature_names=None) -> np.ndarray:
@@ -157,41 +170,49 @@ class OtherCellsFit:
         features = np.atleast_2d(np.asarray(features, dtype=np.float64))
         n_types = self.signature.shape[1]
         known = np.zeros((features.shape[0], n_types))
+        denominator = np.zeros(len(self.genes), dtype=bool)
+        if self.housekeeping is not None:
+            denominator[self.housekeeping] = True
         for i, x in enumerate(features):
             observed = np.isfinite(x)
-            total = x[observed].sum()
+            scaled_by = observed & denominator if self.housekeeping is not None else observed
+            total = x[scaled_by].sum()
             marker = observed[self.rows]
             if total <= 0 or marker.sum() < n_types:
                 known[i] = np.nan
                 continue
-            x_cpm = x[self.rows][marker] / total * CPM_TOTAL
-            m = self._fit(self.signature[self.rows][marker], x_cpm, self.gene_weight[marker],
-                          None if self.bound is None else self.bound[marker])
-            # shares of the observed CPM: type k's is m_k·Σ_{g observed} S_gk / 10⁶; the rest is
-            # the other cells', which have as much of their mRNA on the observed genes as the
-            # reference's types have on average (c̄), so their whole-transcriptome mRNA is rest / c̄
-            observed_known = m * self.signature[observed].sum(axis=0) / CPM_TOTAL
-            rest = max(1.0 - observed_known.sum(), 0.0)
-            coverage = observed_known.sum() / m.sum() if m.sum() > 0 else 1.0
-            whole = m.sum() + rest / coverage
+            factor = None
+            if self.bound is not None:  # the linear fit's cap, on the bulk's CPM over its observed genes
+                x_cpm = x[self.rows][marker] / x[observed].sum() * CPM_TOTAL
+                bound = self.bound[marker]
+                factor = np.where(x_cpm > bound, bound / np.where(x_cpm > bound, x_cpm, 1.0), 1.0)
+            m = self._fit(self.signature[self.rows][marker], x[self.rows][marker] / total * CPM_TOTAL,
+                          self.gene_weight[marker], factor)
+            # shares of the bulk's mRNA on the scaling genes D (observed, or observed housekeeping
+            # genes): type k's is m_k·Σ_{g in D} S_gk / 10⁶; the rest is the other cells', which hold
+            # as much of their mRNA on D as the reference's types on average (d̄), so their share of
+            # the whole transcriptome is rest / d̄ (in the units of m)
+            on_denominator = m * self.signature[scaled_by].sum(axis=0) / CPM_TOTAL
+            rest = max(1.0 - on_denominator.sum(), 0.0)
+            share = on_denominator.sum() / m.sum() if m.sum() > 0 else np.median(self.signature[scaled_by].sum(axis=0)) / CPM_TOTAL
+            whole = m.sum() + rest / share
             known[i] = m / whole
         other = np.where(np.isfinite(known).all(axis=1), np.clip(1.0 - known.sum(axis=1), 0.0, 1.0), np.nan)
         return known, other
 
-    def _fit(self, design: np.ndarray, x: np.ndarray, weight: np.ndarray, bound: np.ndarray | None) -> np.ndarray:
-        """Unnormalised m ≥ 0 minimising Σ_g w_g·c_g·(x_g - (S·m)_g)², c_g = κ where S·m > x
-        (iteratively reweighted; one round when κ = 1); capped genes' equations scaled down."""
-        if bound is not None:
-            factor = np.where(x > bound, bound / np.where(x > bound, x, 1.0), 1.0)
-            weight = weight * factor * factor
+    def _fit(self, design: np.ndarray, x: np.ndarray, weight: np.ndarray, factor: np.ndarray | None) -> np.ndarray:
+        """Unnormalised m ≥ 0 minimising Σ_g f_g²·c_g·(x_g - (S·m)_g)² / ((S·m)_g + offset), c_g = κ
+        where S·m > x, by iteratively reweighted NNLS (``iterations`` rounds; the first weighs by
+        ``weight``, 1 / (mean CPM + offset)); ``factor`` f_g scales capped genes' equations."""
+        cap = 1.0 if factor is None else factor * factor
         scale = max(float(design.max()), 1e-12)
-        current = weight
+        current = weight * cap
         m = np.zeros(design.shape[1])
-        rounds = self.iterations if self.envelope_weight > 1 else 1
-        for _ in range(max(rounds, 1)):
+        for _ in range(max(self.iterations, 1)):
             root = np.sqrt(current)
             m, _ = nnls(design * root[:, None] / scale, x * root / scale, maxiter=50 * design.shape[1])
-            current = weight * np.where(design @ m > x, self.envelope_weight, 1.0)
+            fitted = design @ m
+            current = cap / (fitted + self.weight_offset_cpm) * np.where(fitted > x, self.envelope_weight, 1.0)
         return m
 
     def estimate(self, features: np.ndarray) -> np.ndarray:
@@ -212,13 +233,14 @@ class OtherCellsFit:
                 "signature": self.signature.tolist(), "rows": self.rows.tolist(),
                 "library_size": self.library_size.tolist(), "unknown_library_size": self.unknown_library_size,
                 "envelope_weight": self.envelope_weight, "weight_offset_cpm": self.weight_offset_cpm,
-                "iterations": self.iterations, "max_bulk_ratio": self.max_bulk_ratio}
+                "iterations": self.iterations, "max_bulk_ratio": self.max_bulk_ratio,
+                "housekeeping": None if self.housekeeping is None else self.housekeeping.tolist()}
 
     @classmethod
     def from_state(cls, state: dict) -> "OtherCellsFit":
         return cls(state["genes"], state["cell_types"], np.asarray(state["signature"], dtype=np.float64), state["rows"],
                    state["library_size"], state["unknown_library_size"], state["envelope_weight"],
-                   state["weight_offset_cpm"], state["iterations"], state["max_bulk_ratio"])
+                   state["weight_offset_cpm"], state["iterations"], state["max_bulk_ratio"], state.get("housekeeping"))
 
 
 def specific_marker_rows(signature: np.ndarray, n_per_type: int, min_log2_fold_change: float, min_cpm: float,
@@ -242,6 +264,25 @@ def specific_marker_rows(signature: np.ndarray, n_per_type: int, min_log2_fold_c
         order = candidates[np.argsort(-score[candidates], kind="stable")]
         chosen.update(int(i) for i in order[:n_per_type])
     return np.array(sorted(chosen), dtype=np.int64)
+
+
+#: genes never used as housekeeping genes: mitochondrial and ribosomal-protein transcripts, the
+#: ones whose share differs most between a 10x 3' reference and full-length bulk
+NOT_HOUSEKEEPING = r"^(?:MT-|RP[SL]\d|RPLP)"
+
+
+def housekeeping_rows(signature: pd.DataFrame, min_cpm: float, max_ratio: float) -> np.ndarray:
+    """Sorted row indices of genes every type expresses at ≥ ``min_cpm`` CPM, at most
+    ``max_ratio`` times apart between types, not mitochondrial or ribosomal-protein genes (by
+    name). Raises ``DeconflowError`` when there is none."""
+    values = signature.to_numpy(dtype=np.float64)
+    low, high = values.min(axis=1), values.max(axis=1)
+    named = ~pd.Index(signature.index.astype(str)).str.contains(NOT_HOUSEKEEPING, regex=True)
+    rows = np.flatnonzero((low >= min_cpm) & (high <= max_ratio * low) & named)
+    if len(rows) == 0:
+        raise DeconflowError(None, f"no gene is expressed by every cell type at ≥ {min_cpm:g} CPM within {max_ratio:g}-fold",
+                             "lower other_cells.housekeeping_min_cpm, raise housekeeping_max_ratio, or set scale_genes: all")
+    return rows
 
 
 def unknown_size(value, library_size: np.ndarray) -> float:

@@ -14,7 +14,7 @@ from deconflow.deconvolve import deconvolve_file
 from deconflow.errors import DeconflowError
 from deconflow.models import save_checkpoint
 from deconflow.models.nnls import NNLSModel
-from deconflow.other_cells import (OTHER_COLUMN, OtherCellsFit, absolute_fractions, calibrate, held_out_signature,
+from deconflow.other_cells import (OTHER_COLUMN, OtherCellsFit, absolute_fractions, calibrate, held_out_signature, housekeeping_rows,
                                    other_cells_table, read_other_cells, specific_marker_rows, to_other_cells,
                                    write_calibration)
 from deconflow.pseudobulk import MixtureSettings
@@ -57,23 +57,29 @@ def _mixture(signature, other_profile, cells, other_cells, unknown_size=2000.0):
     return (mrna_known / total[:, None]) @ signature.to_numpy().T + (mrna_other / total)[:, None] * other_profile[None, :]
 
 
-def _fit(signature, envelope_weight=3.0):
-    return OtherCellsFit.from_signature(signature, SIZES, {"marker_genes_per_type": 20, "min_log2_fold_change": 3.0,
-                                                           "min_marker_cpm": 1.0, "envelope_weight": envelope_weight})
+HOUSEKEEPING = np.arange(90, 100)  # the block every profile holds exactly 5 % of its CPM on
 
 
-@pytest.mark.parametrize("envelope_weight", [1.0, 3.0])
-def test_noise_free_other_cells_are_exact_when_they_express_no_marker(envelope_weight):
+def _fit(signature, envelope_weight=3.0, housekeeping=False):
+    fit = OtherCellsFit.from_signature(signature, SIZES, {"marker_genes_per_type": 20, "min_log2_fold_change": 3.0,
+                                                          "min_marker_cpm": 1.0, "envelope_weight": envelope_weight})
+    if housekeeping:
+        fit.housekeeping = HOUSEKEEPING
+    return fit
+
+
+@pytest.mark.parametrize("envelope_weight, housekeeping", [(1.0, False), (3.0, False), (3.0, True)])
+def test_noise_free_other_cells_are_exact_when_they_express_no_marker(envelope_weight, housekeeping):
     rng = np.random.default_rng(0)
     signature, other_profile = _profiles(rng)
     other = np.array([0.0, 0.1, 0.35, 0.7])
     cells = rng.dirichlet(np.ones(len(TYPES)), size=len(other)) * (1 - other)[:, None]
     features = _mixture(signature, other_profile, cells, other)
-    fit = _fit(signature, envelope_weight)
+    fit = _fit(signature, envelope_weight, housekeeping)
     np.testing.assert_allclose(fit.estimate(features), other, atol=1e-9)
     # genes a bulk lacks are not read as other cells
     partial = features.copy()
-    partial[:, 90:100] = np.nan
+    partial[:, 90:100 if not housekeeping else 95] = np.nan
     np.testing.assert_allclose(fit.estimate(partial), other, atol=1e-9)
     # a bulk on another scale (counts, not CPM) gives the same answer
     np.testing.assert_allclose(fit.estimate(features * 37.0), other, atol=1e-9)
@@ -88,6 +94,14 @@ def test_other_cells_the_markers_cannot_see_are_missed_by_the_unconstrained_fit(
     cells = np.array([[0.3, 0.0, 0.2]])
     estimate = _fit(signature, 1.0).estimate(_mixture(signature, like_b, cells, np.array([0.5])))
     assert estimate[0] < 0.05
+
+
+def test_housekeeping_genes_are_shared_stable_and_not_mitochondrial_or_ribosomal():
+    signature = pd.DataFrame({"A": [50.0, 50.0, 50.0, 50.0, 1.0, 500.0], "B": [60.0, 40.0, 55.0, 45.0, 1.0, 5.0]},
+                             index=["ACTB", "MT-CO1", "RPL13", "RPA1", "LOW", "VAR"])
+    assert housekeeping_rows(signature, 5.0, 10.0).tolist() == [0, 3]  # RPA1 is not a ribosomal protein
+    with pytest.raises(DeconflowError, match="no gene is expressed by every cell type"):
+        housekeeping_rows(signature, 100.0, 10.0)
 
 
 def test_to_other_cells_converts_mrna_with_the_sizes():
