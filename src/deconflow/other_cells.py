@@ -18,10 +18,13 @@ other cells express none of those genes (EPIC's assumption) Σ_k m̂_k = 1 - a e
   least ``min_marker_cpm`` in the type and log2(CPM + 1) at least ``min_log2_fold_change`` above
   every other type (ranked by that difference). The linear fit's marker sets (ranked the same way
   but without the bound) carry 65-84 % of every type's CPM, so any cell type expresses them and
-  the fit explains other cells with the reference's types (validation MAE 0.33 against 0.21:
-  docs/other-cells.md). Genes a bulk lacks are dropped, and the known mass is counted over the
-  genes the bulk has (``Σ_k m̂_k·Σ_{g observed} S_gk / 10⁶``), so a bulk missing genes is not
-  read as other cells;
+  the fit explains other cells with the reference's types (docs/other-cells.md). Genes a bulk
+  lacks are dropped, and the known mass is counted over the genes the bulk has
+  (``Σ_k m̂_k·Σ_{g observed} S_gk / 10⁶``; the other cells are assumed to hold as much of their
+  mRNA there as the reference's types on average), so a bulk missing genes is not read as other
+  cells. ``scale_genes: housekeeping`` counts shares of genes every type expresses (at least
+  ``housekeeping_min_cpm``, within ``housekeeping_max_ratio``-fold, no MT-/ribosomal-protein
+  genes) instead of the bulk's CPM;
 - **weights**: each gene's squared residual weighted by 1 / ((S·m̂)_g + ``weight_offset_cpm``), the
   Poisson variance of the fitted CPM (iteratively reweighted; the first round uses the types' mean
   CPM): unlike the linear fit's relative weights (1/(mean + offset)²), which fit proportions well
