@@ -69,6 +69,7 @@ from scipy.optimize import nnls
 
 from .errors import DeconflowError
 from .io import atomic_path
+from .threads import with_fixed_threads
 from .trust import INTERVAL_DEFAULTS, OTHER_CELLS_COLUMNS, OTHER_CELLS_FLAG, conformal_quantile, gene_masks
 
 log = logging.getLogger(__name__)
@@ -419,6 +420,7 @@ def write_calibration(calibration: dict, path) -> None:
         tmp.write_text(json.dumps(calibration, sort_keys=True, separators=(",", ":")) + "\n")
 
 
+@with_fixed_threads
 def calibrate_file(reference_path, cells_path, signature_path, out_path, *, reader: dict | None = None,
                    settings: dict | None = None, linear_fit: dict | None = None, interval_settings: dict | None = None,
                    mixture_settings: dict | None = None, seed: int = 0) -> dict:
