@@ -275,11 +275,8 @@ def parse_plausible(ranges: dict | None, cell_types, source=None) -> dict[str, t
 
 
 def qc_table(model, features: np.ndarray, sample_ids, proportions: np.ndarray, calibration: dict | None,
-             cell_mrna_applied: bool, plausible: dict | None = None, min_overlap_fraction: float = 0.5,
-             other_cells: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per sample (``QC_COLUMNS``); see the module docstring. ``other_cells``: the
-    samples' rows of ``deconflow.other_cells.other_cells_table``; its estimate and bounds become
-    columns before ``flag``, and its flag the reason ``cells_outside_reference``."""
+             cell_mrna_applied: bool, plausible: dict | None = None, min_overlap_fraction: float = 0.5) -> pd.DataFrame:
+    """One row per sample (``QC_COLUMNS``); see the module docstring."""
     features = np.atleast_2d(np.asarray(features, dtype=np.float64))
     used = model.used_features()
     overlap = np.isfinite(features[:, used]).mean(axis=1)
@@ -310,17 +307,24 @@ def qc_table(model, features: np.ndarray, sample_ids, proportions: np.ndarray, c
             value = proportions[i, type_index[cell_type]]
             if value < low or value > high:
                 reasons.append(f"implausible_{cell_type}")
-        if other_cells is not None and bool(other_cells[OTHER_CELLS_FLAG].iloc[i]):
-            reasons.append(OTHER_CELLS_FLAG)
         flags.append(";".join(reasons))
-    table = pd.DataFrame({"sample_id": np.asarray(sample_ids).astype(str), "feature_overlap": overlap,
-                          "relative_residual": residual, "residual_percentile": percentile,
-                          "fallback": fallback.astype(bool), "cell_mrna": bool(cell_mrna_applied), "flag": flags},
-                         columns=QC_COLUMNS)
-    if other_cells is not None:  # cells of no reference type (deconflow.other_cells), before the flag
-        for name in OTHER_CELLS_COLUMNS:
-            table.insert(table.columns.get_loc("flag"), name, other_cells[name].to_numpy(dtype=np.float64))
-    return table
+    return pd.DataFrame({"sample_id": np.asarray(sample_ids).astype(str), "feature_overlap": overlap,
+                         "relative_residual": residual, "residual_percentile": percentile,
+                         "fallback": fallback.astype(bool), "cell_mrna": bool(cell_mrna_applied), "flag": flags},
+                        columns=QC_COLUMNS)
+
+
+def add_other_cells(qc: pd.DataFrame, other_cells: pd.DataFrame) -> pd.DataFrame:
+    """``qc_table``'s rows with the fraction of cells of no reference type: the estimate and its
+    bounds (rows of ``deconflow.other_cells.other_cells_table``, same sample order) as columns
+    before ``flag``, and the reason ``cells_outside_reference`` where it is flagged."""
+    qc = qc.copy()
+    for name in OTHER_CELLS_COLUMNS:
+        qc.insert(qc.columns.get_loc("flag"), name, other_cells[name].to_numpy(dtype=np.float64))
+    flagged = other_cells[OTHER_CELLS_FLAG].to_numpy(dtype=bool)
+    qc["flag"] = [";".join(filter(None, [reasons, OTHER_CELLS_FLAG if flag else ""]))
+                  for reasons, flag in zip(qc["flag"], flagged)]
+    return qc
 
 
 def trust_tables(model, features: np.ndarray, sample_ids, proportions: np.ndarray, *,
@@ -351,5 +355,7 @@ def trust_tables(model, features: np.ndarray, sample_ids, proportions: np.ndarra
         tables["intervals"] = interval_table(sample_ids, model.cell_types, proportions, lower, upper)
     if qc:
         tables["qc"] = qc_table(model, features, sample_ids, proportions, calibration, cell_mrna_applied, plausible,
-                                min_overlap_fraction, other_cells)
+                                min_overlap_fraction)
+        if other_cells is not None:  # cells of no reference type (deconflow.other_cells)
+            tables["qc"] = add_other_cells(tables["qc"], other_cells)
     return tables
