@@ -9,7 +9,7 @@ ENV := PATH="$(BIN):$$PATH"
 WHEELS ?= /opt/wheels
 PIP_EXTRA := $(if $(wildcard $(WHEELS)),--find-links $(WHEELS),)
 
-.PHONY: run test dry-run report bench bench-real bench-linear-fit bench-intervals bench-scale bench-devices lint clean-results
+.PHONY: run test dry-run report bench bench-real bench-linear-fit bench-intervals bench-scale bench-devices bench-other-cells lint clean-results
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -61,3 +61,10 @@ bench-devices: $(STAMP)
 # with truth and their mean (needs `make run` first)
 bench-linear-fit: $(STAMP)
 	$(ENV) python -m deconflow.benchmarks.linear_fit --results results/pbmc --dataset pbmc
+
+# the fraction of cells of no reference type: validation grid, held-out-type test mixtures, real
+# PBMC cohorts (needs `make run` first; REALBULK: folder with monaco2019/ and sdy67/)
+REALBULK ?= ../shared/realbulk
+bench-other-cells: $(STAMP)
+	$(ENV) python -m deconflow.benchmarks.other_cells --results results/pbmc --reference resources/pbmc/reference.h5ad \
+		--realbulk $(REALBULK)

@@ -25,7 +25,8 @@ def _deconvolve(args) -> None:
         table = deconvolve_file(args.model, args.bulk, args.out, args.min_overlap, intervals=args.intervals, qc=args.qc,
                                 calibration=args.calibration, plausible_fractions=_plausible(args.plausible),
                                 min_overlap_fraction=args.min_overlap_fraction, min_reads=args.min_reads,
-                                min_nonzero_fraction=args.min_nonzero_fraction, **_bulk_settings(args))
+                                min_nonzero_fraction=args.min_nonzero_fraction, other_cells=args.other_cells,
+                                absolute=args.absolute, **_bulk_settings(args))
     print(table.round(4).to_string())
 
 
@@ -129,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-nonzero-fraction", type=float, default=0.1,
                    help="qc.csv flags low_depth below this share of the model's marker genes non-zero (default 0.1)")
     p.add_argument("--min-overlap", type=int, default=1000, help="minimum number of shared features (default 1000)")
+    p.add_argument("--other-cells", default=None,
+                   help="other-cells calibration of RNA models (default: other_cells.json in the models' folder, written by "
+                        "rule calibrate_other_cells): qc.csv gets other_cells and its interval, flag cells_outside_reference")
+    p.add_argument("--absolute", action="store_true",
+                   help="RNA: write absolute fractions to --out: the reference's types x (1 - other cells) and an "
+                        "`other cells` column, summing to 1 (config key `other_cells.absolute_fractions`)")
     p.set_defaults(func=_deconvolve)
     p = sub.add_parser("monitor", help="print the latest epochs of a training_log.csv")
     p.add_argument("history", help="results/{dataset}/models/{model}/training_log.csv")

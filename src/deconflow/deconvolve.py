@@ -18,6 +18,8 @@ from .io.methylation_calls import FORMATS as METHYLATION_CALL_FORMATS, calls_for
 from .io.references import reference_gene_aliases
 from .models import FittedModel, from_checkpoint, read_checkpoint
 from .normalize import CPM_SCALE, LOG_SCALE_MAX, looks_log_scaled
+from .other_cells import OTHER_CELLS_DEFAULTS, absolute_fractions, other_cells_table, read_other_cells
+from .other_cells import default_path as default_other_cells_path
 from .threads import with_fixed_threads
 from .trust import QC_DEFAULTS, default_calibration_path, parse_plausible, trust_tables
 
@@ -154,6 +156,7 @@ def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bu
                     cell_mrna=None, intervals: float | None = None, qc: bool = False, calibration=None,
                     plausible_fractions: dict | None = None, min_overlap_fraction: float = QC_DEFAULTS["min_overlap_fraction"],
                     min_reads: float = QC_DEFAULTS["min_reads"], min_nonzero_fraction: float = QC_DEFAULTS["min_nonzero_fraction"],
+                    other_cells=None, absolute: bool = OTHER_CELLS_DEFAULTS["absolute_fractions"],
                     **rna_settings) -> pd.DataFrame:
     """Model checkpoint + bulk file(s) -> proportions CSV (samples x cell types).
 
@@ -165,11 +168,19 @@ def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bu
     the atlas regions with their read counts. ``bulk_format`` overrides detection in both.
     ``cell_mrna`` (RNA only): a table of the bulk's mRNA content per cell of each type; the
     model's reference-calibrated cell fractions are converted to it (``deconflow.cell_content``).
+    RNA models: ``other_cells`` is the other-cells calibration (``deconflow.other_cells``; default
+    ``other_cells.json`` in the models' folder): with ``qc`` the quality rows get the fraction of
+    cells of no reference type and its interval (skipped with a warning when the default file does
+    not exist); ``absolute`` writes absolute fractions instead (reference types x (1 - other
+    cells), and an ``other cells`` column; intervals and qc stay on the reference's types).
     Runs on ``deconflow.threads.NUMERICAL_THREADS`` threads: the same bytes on any machine.
     """
     checkpoint = read_checkpoint(model_path)
     model = from_checkpoint(checkpoint)
     bulk_format = None if bulk_format == "auto" else bulk_format
+    if absolute and model.normalization != "cpm":
+        raise DeconflowError(model_path, "absolute fractions (other cells) are for RNA models, but the model takes "
+                                         f"{model.normalization}", "remove --absolute / `other_cells.absolute_fractions`")
     if cell_mrna and model.normalization != "cpm":
         raise DeconflowError(cell_mrna, f"`cell_mrna` is for RNA bulks, but the model takes {model.normalization}",
                              "remove `cell_mrna` (methylation fractions are of DNA, one copy per cell)")
@@ -220,12 +231,32 @@ def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bu
         log.info("cell fractions converted to the bulk's mRNA per cell from %s (%s; other types keep the reference's size)",
                  cell_mrna, listed)
     table = pd.DataFrame(proportions, index=pd.Index(bulk.columns, name="sample_id"), columns=model.cell_types)
+    other = _other_cells(model, model_path, features, other_cells, qc, absolute, intervals)
     extra = trust_tables(model, features, table.index, proportions, level=intervals, qc=qc, convert=convert,
                          calibration_path=calibration or default_calibration_path(model_path),
                          cell_mrna_applied=content is not None, plausible=plausible, min_overlap_fraction=min_overlap_fraction,
-                         **({"depth": depth, "depth_settings": depth_settings} if model.normalization == "cpm" else {}))
+                         **({"depth": depth, "depth_settings": depth_settings} if model.normalization == "cpm" else {}),
+                         other_cells=other)
+    if absolute:
+        table = absolute_fractions(table, other["other_cells"].to_numpy())
     _write_all(table, extra, out_path)
     return table
+
+
+def _other_cells(model: FittedModel, model_path, features: np.ndarray, path, qc: bool, absolute: bool,
+                 level: float | None) -> pd.DataFrame | None:
+    """The other-cells rows of an RNA bulk (``deconflow.other_cells``) when qc rows or absolute
+    fractions are asked for; None when only qc rows are, and the default file is absent."""
+    if not (qc or absolute):
+        return None
+    explicit = path is not None
+    path = Path(path) if explicit else default_other_cells_path(model_path)
+    if not explicit and not absolute and not path.is_file():
+        log.warning("no other-cells calibration at %s: qc.csv has no other_cells columns "
+                    "(run `snakemake results/<dataset>/models/other_cells.json` or pass --other-cells)", path)
+        return None
+    calibration = read_other_cells(path, model.cell_types)
+    return other_cells_table(calibration, features, model.feature_names, level if level is not None else 0.9)
 
 
 def _write_all(table: pd.DataFrame, extra: dict, out_path) -> None:

@@ -32,8 +32,10 @@ Per sample: the share of the features the model uses that the bulk has; the rela
 of the model's own signature fit (``FittedModel.relative_residual``: NNLS its weighted marker
 fit, HP-VADE its all-gene fit, the one its out-of-distribution test uses; NaN for models without
 a signature fit, e.g. Scaden) and its percentile among the validation mixtures' residuals;
-whether a fallback or correction was applied; and ``flag``: ``;``-separated reasons
-(``low_overlap``, ``residual_beyond_validation``, ``ood_fallback``, ``implausible_<type>``).
+whether a fallback or correction was applied; for RNA models the fraction of cells of no
+reference type with its interval (``other_cells``, ``other_cells_lower``, ``other_cells_upper``:
+``deconflow.other_cells``); and ``flag``: ``;``-separated reasons
+(``low_overlap``, ``residual_beyond_validation``, ``ood_fallback``, ``implausible_<type>``, ``cells_outside_reference``).
 Depth and signal (``deconflow.depth``): ``reads`` on the model's genes and ``nonzero_features``
 (of those the model uses) per sample, flagged ``low_depth`` below ``qc.min_reads`` /
 ``qc.min_nonzero_fraction``, ``no_signal`` when fewer markers are observed than the model has
@@ -70,6 +72,9 @@ REPLICATE_CHUNK_ROWS = 4096
 QC_COLUMNS = ["sample_id", "feature_overlap", "relative_residual", "residual_percentile", "fallback", "cell_mrna", "flag"]
 #: depth columns of the quality row (``deconflow.depth``), after QC_COLUMNS
 DEPTH_COLUMNS = ["reads", "nonzero_features", "profile_distance"]
+#: RNA models' qc rows also hold the fraction of cells of no reference type (``deconflow.other_cells``)
+OTHER_CELLS_COLUMNS = ["other_cells", "other_cells_lower", "other_cells_upper"]
+OTHER_CELLS_FLAG = "cells_outside_reference"
 
 
 def gene_masks(n_features: int, replicates: int, drop_fraction: float, seed: int) -> np.ndarray:
@@ -366,11 +371,25 @@ def warn_genome_build(qc: pd.DataFrame, calibration: dict | None) -> None:
             ", ".join(f"{v:.3g}" for v in qc.loc[beyond, column].tolist()[:10]), reference[-1])
 
 
+def add_other_cells(qc: pd.DataFrame, other_cells: pd.DataFrame) -> pd.DataFrame:
+    """``qc_table``'s rows with the fraction of cells of no reference type: the estimate and its
+    bounds (rows of ``deconflow.other_cells.other_cells_table``, same sample order) as columns
+    before ``flag``, and the reason ``cells_outside_reference`` where it is flagged."""
+    qc = qc.copy()
+    for name in OTHER_CELLS_COLUMNS:
+        qc.insert(qc.columns.get_loc("flag"), name, other_cells[name].to_numpy(dtype=np.float64))
+    flagged = other_cells[OTHER_CELLS_FLAG].to_numpy(dtype=bool)
+    qc["flag"] = [";".join(filter(None, [reasons, OTHER_CELLS_FLAG if flag else ""]))
+                  for reasons, flag in zip(qc["flag"], flagged)]
+    return qc
+
+
 def trust_tables(model, features: np.ndarray, sample_ids, proportions: np.ndarray, *,
                  calibration_path=None, level: float | None = None, qc: bool = False, convert=None,
                  cell_mrna_applied: bool = False, plausible: dict | None = None,
                  min_overlap_fraction: float = QC_DEFAULTS["min_overlap_fraction"], depth: pd.DataFrame | None = None,
-                 depth_settings: dict | None = None) -> dict[str, pd.DataFrame]:
+                 depth_settings: dict | None = None,
+                 other_cells: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """``{"intervals": table}`` (when ``level``) and ``{"qc": table}`` (when ``qc``), for
     ``deconvolve_file`` to write as ``intervals.csv`` / ``qc.csv`` next to the proportions.
 
@@ -397,4 +416,6 @@ def trust_tables(model, features: np.ndarray, sample_ids, proportions: np.ndarra
                                 min_overlap_fraction, depth, depth_settings)
         if model.normalization == "beta":
             warn_genome_build(tables["qc"], calibration)
+        if other_cells is not None:  # cells of no reference type (deconflow.other_cells)
+            tables["qc"] = add_other_cells(tables["qc"], other_cells)
     return tables

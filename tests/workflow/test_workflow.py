@@ -41,6 +41,7 @@ DOWNSTREAM_OF_REFERENCE = {
     "fit_baseline": 1,
     "train_model": 2,
     "calibrate_model": 3,  # intervals of every RNA model, on the validation mixtures
+    "calibrate_other_cells": 1,  # cells of no reference type: one calibration per RNA dataset
     "evaluate_model": 3,
     "compare_models": 1,
     "plot_model": 3,
@@ -136,6 +137,9 @@ def _check_trust_files(folder, proportions):
     qc = pd.read_csv(folder / "qc.csv", dtype={"sample_id": str}, keep_default_na=False)
     assert qc["sample_id"].tolist() == list(proportions.index)
     assert qc["feature_overlap"].astype(float).between(0, 1).all()
+    other = qc[["other_cells_lower", "other_cells", "other_cells_upper"]].astype(float)  # cells of no reference type
+    assert other.apply(lambda column: column.between(0, 1)).all().all()
+    assert ((other["other_cells_lower"] <= other["other_cells"]) & (other["other_cells"] <= other["other_cells_upper"])).all()
 
 
 def _check_real_bulk_evaluation(work, model):

@@ -569,6 +569,65 @@ def deconvolution_calibration_inputs(wildcards):
     return {"calibration": CALIBRATION.format(**wildcards)}
 
 
+# Cells of no reference type (deconflow.other_cells): one calibration per RNA dataset, read by
+# every model's deconvolution (qc.csv columns other_cells*, absolute fractions on request).
+OTHER_CELLS = "results/{dataset}/models/other_cells.json"
+OTHER_CELLS_CODE = library_files(
+    "other_cells",
+    "trust",
+    "evaluation",
+    "registry",
+    "models/__init__",
+    "models/base",
+    "pseudobulk",
+    "split",
+    "normalize",
+    "models/nnls",
+    "signature",
+)
+#: `other_cells` keys read at deconvolution, not at calibration
+OTHER_CELLS_DECONVOLUTION_KEYS = ("absolute_fractions",)
+
+
+def other_cells_inputs(wildcards):
+    """The dataset's other-cells calibration (RNA datasets only)."""
+    if modality(wildcards) == "rna":
+        return {"other_cells": OTHER_CELLS.format(dataset=wildcards.dataset)}
+    return {}
+
+
+def other_cells_settings(wildcards):
+    """What calibrate_other_cells depends on: the `other_cells` keys fixed at calibration, the
+    linear fit's cap, the interval replicates and the pseudobulk draws of the other types.
+    """
+    pb = dataset_pseudobulk(wildcards.dataset)
+    return {
+        "settings": {
+            k: v
+            for k, v in config.get("other_cells", {}).items()
+            if k not in OTHER_CELLS_DECONVOLUTION_KEYS
+        },
+        "linear_fit": {
+            "max_bulk_ratio": config.get("linear_fit", {}).get("max_bulk_ratio")
+        },
+        "intervals": calibration_settings(wildcards),
+        "mixtures": {
+            "cells_per_mixture": int(pb["cells_per_mixture"]),
+            "sparse_fraction": float(pb["sparse_fraction"]),
+            "dirichlet_alpha": float(pb["dirichlet_alpha"]),
+            "min_present": int(pb["min_present"]),
+            "max_present": pb["max_present"],
+        },
+    }
+
+
+def absolute_fractions(wildcards):
+    """`other_cells.absolute_fractions` (RNA): proportions.csv holds absolute fractions."""
+    if modality(wildcards) != "rna":
+        return False
+    return bool(config.get("other_cells", {}).get("absolute_fractions", False))
+
+
 def calibration_settings(wildcards):
     """What calibrate_model depends on: every `intervals` key but `level`."""
     return {k: v for k, v in config.get("intervals", {}).items() if k != "level"}

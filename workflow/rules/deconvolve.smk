@@ -1,14 +1,42 @@
 # Deconvolution of the dataset's real bulk samples with each fitted model, one job per named bulk:
-# proportions, calibrated intervals and one quality row per sample (deconflow.trust).
+# proportions, calibrated intervals and one quality row per sample (deconflow.trust), with the
+# fraction of cells of no reference type (deconflow.other_cells, calibrated once per dataset).
+
+
+rule calibrate_other_cells:
+    input:
+        reference=reference_file,
+        reference_files=reference_side_files,
+        cells="results/{dataset}/split/cells.tsv",
+        signature="results/{dataset}/signature/signature.tsv",
+        library_size=library_size_file,
+        code=OTHER_CELLS_CODE,
+    output:
+        calibration=OTHER_CELLS,
+    log:
+        "logs/{dataset}/calibrate_other_cells.log",
+    benchmark:
+        "benchmarks/{dataset}/calibrate_other_cells.tsv"
+    wildcard_constraints:
+        dataset=alternatives(datasets_of("rna")),
+    conda:
+        "../../envs/deconflow.yaml"
+    params:
+        reader=reader_settings,
+        settings=other_cells_settings,
+        seed=config["seed"],
+    script:
+        "../scripts/calibrate_other_cells.py"
 
 
 rule deconvolve_bulk:
     input:
         unpack(deconvolution_inputs),
         unpack(deconvolution_calibration_inputs),
+        unpack(other_cells_inputs),
         model=CHECKPOINT,
         bulk=bulk_file,
-        code=DECONVOLUTION_CODE + TRUST_CODE,
+        code=DECONVOLUTION_CODE + TRUST_CODE + library_files("other_cells"),
     output:
         proportions="results/{dataset}/deconvolution/{bulk}/{model}/proportions.csv",
         intervals="results/{dataset}/deconvolution/{bulk}/{model}/intervals.csv",
@@ -32,5 +60,6 @@ rule deconvolve_bulk:
         bulk=bulk_settings,
         level=interval_level,
         qc=qc_settings,
+        absolute=absolute_fractions,
     script:
         "../scripts/deconvolve_bulk.py"

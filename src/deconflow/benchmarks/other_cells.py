@@ -1,0 +1,228 @@
+"""How well ``other_cells`` (cells of no reference type, ``deconflow.other_cells``) is estimated.
+
+Development set: pseudobulk in which each reference type in turn is held out of the signature
+(its marker genes re-chosen from the other types) but mixed into the samples at a cell fraction
+drawn uniformly from [0, 0.7]. Validation-pool cells choose the settings (the grid at the top:
+``--scale-genes``, ``--marker-settings``, ``--envelope-weights``; ``val_r`` is the mean over
+held-out types of the estimate's Pearson r with the truth, ``val_at_truth_below_0.1`` the mean
+estimate where the truth is below 0.1); test-pool cells give the reported figures for the config's setting:
+
+- per held-out type: other_cells MAE, bias, slope and Pearson r of estimate on truth (MAE alone
+  rewards a constant near the mean truth), the share flagged (and flagged where the truth is
+  below 0.05), and the curve true vs estimated (mean estimate per bin of the true fraction,
+  ``--bins``);
+- the 90 % interval's coverage on the test mixtures (calibrated on validation mixtures as the
+  pipeline calibrates it);
+- the known types' fractions renormalised over the known types: CCC of the linear fit (nnls)
+  with the held-out signature against the same fit with every type (renormalised over the same
+  types): what the missing type costs the others;
+- real PBMC cohorts (the dataset's ``daism`` bulk and ``--realbulk`` Monaco 2019 / SDY67, read
+  from ../shared, never copied): mean other_cells, share flagged ``cells_outside_reference``,
+  and each cohort's flow ``Unknown`` column where it has one (cells of no flow group).
+
+    python -m deconflow.benchmarks.other_cells --results results/pbmc --reference resources/pbmc/reference.h5ad \\
+        --realbulk ../shared/realbulk
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from ..deconvolve import align_bulk
+from ..evaluation import lins_ccc
+from ..io import open_reference, read_bulk, read_signature
+from ..models import nnls
+from ..other_cells import (OTHER_CELLS_DEFAULTS, OtherCellsFit, calibrate, held_out_mixtures, held_out_signature,
+                           other_cells_table)
+from ..pseudobulk import MixtureSettings
+from ..split import read_split
+from ..trust import INTERVAL_DEFAULTS
+from ..truth import named_bulks
+from .common import print_table, split_mixtures
+
+#: the real cohorts under --realbulk (folder, bulk file, truth file)
+REAL_COHORTS = {"monaco2019": ("bulk.tsv.gz", "truth.tsv"), "sdy67": ("bulk.tsv.gz", "truth.tsv")}
+TEST_SEED = 7_000
+VALIDATION_SEED = 5_000
+
+
+def pool(reference, splits, name, genes):
+    rows = np.flatnonzero(splits == name)
+    columns = pd.Index(np.asarray(reference.genes).astype(str)).get_indexer(genes)
+    return reference.counts(rows)[:, columns], np.asarray(reference.labels)[rows]
+
+
+def held_out_sets(signature, counts, labels, n, max_unknown, mixture, seed):
+    """{type: (features, fractions)} of held-out-type mixtures of one pool."""
+    types = [str(t) for t in signature.columns]
+    return {t: held_out_mixtures(counts, labels, types, t, n, max_unknown, mixture, seed + i) for i, t in enumerate(types)}
+
+
+def real_cohorts(config: dict, dataset: str, realbulk: Path | None) -> dict:
+    """{name: (bulk genes x samples, flow Unknown per sample or None)}."""
+    out = {}
+    entry = named_bulks(config["datasets"][dataset].get("bulk")).get("daism")
+    if entry and Path(entry["path"]).exists():
+        out["daism"] = (read_bulk(entry["path"]), None)
+    for name, (bulk, truth) in REAL_COHORTS.items():
+        folder = None if realbulk is None else realbulk / name
+        if folder is None or not (folder / bulk).exists():
+            print(f"skipped {name}: {folder} not found (pass --realbulk ../shared/realbulk)")
+            continue
+        table = pd.read_csv(folder / truth, sep="\t", index_col=0)
+        frame = read_bulk(folder / bulk)
+        unknown = table["Unknown"].reindex(frame.columns.astype(str)) if "Unknown" in table else None
+        out[name] = (frame, unknown)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default="config/config.yaml")
+    parser.add_argument("--dataset", default="pbmc")
+    parser.add_argument("--results", default="results/pbmc")
+    parser.add_argument("--reference", default="resources/pbmc/reference.h5ad")
+    parser.add_argument("--realbulk", default=None, help="folder with monaco2019/ and sdy67/ (e.g. ../shared/realbulk)")
+    parser.add_argument("--envelope-weights", default="1,2,3,5", help="envelope_weight values of the validation grid")
+    parser.add_argument("--scale-genes", default="all,housekeeping", help="scale_genes values of the grid")
+    parser.add_argument("--marker-settings", default="100,3,10;50,2.5,5",
+                        help="marker_genes_per_type,min_log2_fold_change,min_marker_cpm triples of the grid, ';'-separated")
+    parser.add_argument("--n-val", type=int, default=40, help="validation mixtures per held-out type (grid)")
+    parser.add_argument("--n-test", type=int, default=60, help="test mixtures per held-out type")
+    parser.add_argument("--bins", type=int, default=7, help="bins of the true fraction for the curve")
+    parser.add_argument("--cells-per-mixture", type=int, default=None,
+                        help="cells per held-out-type mixture (default: the pseudobulk section's)")
+    args = parser.parse_args(argv)
+
+    with open(args.config) as handle:
+        config = yaml.safe_load(handle)
+    dataset = config["datasets"][args.dataset]
+    settings = {**OTHER_CELLS_DEFAULTS, **(config.get("other_cells") or {})}
+    siblings = [list(p) for p in dataset.get("sibling_types", [])]
+    linear_fit = {**nnls.LINEAR_FIT_DEFAULTS, **(config.get("linear_fit") or {}), "siblings": siblings}
+    interval_settings = {k: v for k, v in {**INTERVAL_DEFAULTS, **(config.get("intervals") or {})}.items() if k != "level"}
+    level = float((config.get("intervals") or {}).get("level", 0.9))
+    pb = {**config["pseudobulk"], **dataset.get("pseudobulk", {})}
+    mixture = MixtureSettings(cells_per_mixture=int(args.cells_per_mixture or pb["cells_per_mixture"]), sparse_fraction=float(pb["sparse_fraction"]),
+                              dirichlet_alpha=float(pb["dirichlet_alpha"]), min_present=int(pb["min_present"]),
+                              max_present=pb["max_present"])
+
+    signature = read_signature(f"{args.results}/signature/signature.tsv")
+    sizes = np.asarray(signature.attrs["cell_library_size"], dtype=np.float64)
+    types = [str(t) for t in signature.columns]
+    reference = open_reference(args.reference, dataset.get("label_key", "cell_type"), dataset.get("counts_layer"),
+                               dataset.get("donor_key"))
+    splits = read_split(f"{args.results}/split/cells.tsv", reference.cell_ids)
+    val_counts, val_labels = pool(reference, splits, "val", signature.index)
+    test_counts, test_labels = pool(reference, splits, "test", signature.index)
+    max_unknown = float(settings["max_unknown"])
+    val_sets = held_out_sets(signature, val_counts, val_labels, args.n_val, max_unknown, mixture, VALIDATION_SEED)
+    test_sets = held_out_sets(signature, test_counts, test_labels, args.n_test, max_unknown, mixture, TEST_SEED)
+    cohorts = real_cohorts(config, args.dataset, Path(args.realbulk) if args.realbulk else None)
+    aligner = nnls.NNLSModel(signature)
+    real_x = {name: align_bulk(bulk, aligner, 1000, source=name)[0] for name, (bulk, _) in cohorts.items()}
+
+    # ---- the grid: validation mixtures (choose), real cohorts beside (check)
+    rows = []
+    markers = [tuple(float(v) for v in triple.split(",")) for triple in args.marker_settings.split(";")]
+    chosen = (float(settings["marker_genes_per_type"]), float(settings["min_log2_fold_change"]), float(settings["min_marker_cpm"]),
+              float(settings["envelope_weight"]), str(settings["scale_genes"]))
+    grid_points = [(m, float(w), scale) for scale in args.scale_genes.split(",") for m in markers
+                   for w in args.envelope_weights.split(",")]
+    for (n_markers, fold, min_cpm), weight, scale in grid_points:
+        grid_settings = {**settings, "marker_genes_per_type": int(n_markers), "min_log2_fold_change": fold,
+                         "min_marker_cpm": min_cpm, "envelope_weight": weight, "scale_genes": scale}
+        row = {"scale_genes": scale, "markers": int(n_markers), "log2_fc": fold, "min_cpm": min_cpm, "envelope_weight": weight,
+               "default": "*" if (n_markers, fold, min_cpm, weight, scale) == chosen else ""}
+        errors, correlations, near_zero = [], [], []
+        for index, held_out in enumerate(types):
+            reduced, reduced_fit = held_out_signature(signature, held_out, linear_fit)
+            fit = OtherCellsFit.from_signature(reduced, np.delete(sizes, index), grid_settings, reduced_fit)
+            features, fractions = val_sets[held_out]
+            estimate, truth = fit.estimate(features), fractions[:, index]
+            errors.append(np.abs(estimate - truth))
+            correlations.append(np.corrcoef(truth, estimate)[0, 1] if estimate.std() > 0 else 0.0)
+            near_zero.append(estimate[truth < 0.1])
+            row[f"val_mae_{held_out}"] = float(errors[-1].mean())
+        row["val_mae"] = float(np.concatenate(errors).mean())
+        row["val_r"] = float(np.mean(correlations))  # mean over held-out types of Pearson r (estimate, truth)
+        row["val_at_truth_below_0.1"] = float(np.concatenate(near_zero).mean())
+        full = OtherCellsFit.from_signature(signature, sizes, grid_settings, linear_fit)
+        for name, x in real_x.items():
+            row[f"real_{name}_mean"] = float(np.nanmean(full.estimate(x)))
+        rows.append(row)
+        print(f"scale genes {scale}, markers {int(n_markers)}, log2 fc {fold:g}, min cpm {min_cpm:g}, envelope_weight {weight:g}: "
+              f"val MAE {row['val_mae']:.3f}", flush=True)
+    grid = pd.DataFrame(rows)
+    print(f"\nother_cells on validation held-out-type mixtures ({args.n_val} per type, 0-{max_unknown:g} unknown), "
+          f"real cohorts' mean beside (* = config)")
+    setting = ["scale_genes", "markers", "log2_fc", "min_cpm", "envelope_weight"]
+    print_table(grid[setting + ["default", "val_mae", "val_r", "val_at_truth_below_0.1"] + [c for c in grid if c.startswith("real_")]])
+    print_table(grid[setting + [c for c in grid if c.startswith("val_mae_")]].rename(
+        columns=lambda c: c.replace("val_mae_", "")))
+
+    # ---- the config's setting on test mixtures, with its calibration from validation mixtures
+    calibration = calibrate(signature, sizes, val_counts, val_labels, settings=settings, linear_fit=linear_fit,
+                            interval_settings=interval_settings, mixture_settings=mixture, seed=int(config["seed"]))
+    edges = np.linspace(0.0, max_unknown, args.bins + 1)
+    per_type, curve, coverage, widths = [], {}, [], []
+    for index, held_out in enumerate(types):
+        reduced, reduced_fit = held_out_signature(signature, held_out, linear_fit)
+        features, fractions = test_sets[held_out]
+        truth = fractions[:, index]
+        sub = OtherCellsFit.from_signature(reduced, np.delete(sizes, index), settings, reduced_fit)
+        sub_calibration = {**calibration, "fit": sub.state()}
+        table = other_cells_table(sub_calibration, features, signature.index, level)
+        estimate = table["other_cells"].to_numpy()
+        covered = (truth >= table["other_cells_lower"]) & (truth <= table["other_cells_upper"])
+        coverage.append(covered.to_numpy())
+        widths.append((table["other_cells_upper"] - table["other_cells_lower"]).to_numpy())
+        bins = np.clip(np.digitize(truth, edges) - 1, 0, args.bins - 1)
+        curve[held_out] = [float(estimate[bins == b].mean()) if (bins == b).any() else np.nan for b in range(args.bins)]
+        # known types: the linear fit with the held-out signature vs with every type
+        mixtures = split_mixtures(features, fractions, signature.index, types, "test", "cpm")
+        held = nnls.fit(mixtures, None, reduced, {"linear_fit": reduced_fit}).predict(features)
+        every = nnls.fit(mixtures, None, signature, {"linear_fit": linear_fit}).predict(features)
+        known = [j for j in range(len(types)) if j != index]
+        truth_known = fractions[:, known] / fractions[:, known].sum(axis=1, keepdims=True)
+        every_known = every[:, known] / np.maximum(every[:, known].sum(axis=1, keepdims=True), 1e-12)
+        flagged = table["cells_outside_reference"].to_numpy()
+        low = truth < 0.05
+        per_type.append({"held_out": held_out, "mae": float(np.abs(estimate - truth).mean()),
+                         "bias": float((estimate - truth).mean()), "slope": float(np.polyfit(truth, estimate, 1)[0]),
+                         "r": float(np.corrcoef(truth, estimate)[0, 1]), "coverage": float(covered.mean()),
+                         "flagged": float(flagged.mean()),
+                         "flagged_below_0.05": float(flagged[low].mean()) if low.any() else np.nan,
+                         "ccc_known_held_out": lins_ccc(truth_known, held), "ccc_known_full": lins_ccc(truth_known, every_known)})
+    per_type = pd.DataFrame(per_type)
+    per_type["ccc_drop"] = per_type["ccc_known_full"] - per_type["ccc_known_held_out"]
+    print(f"\ntest held-out-type mixtures ({args.n_test} per type), config setting: other_cells MAE "
+          f"{per_type['mae'].mean():.4f}, {100 * level:.0f} % interval coverage {np.concatenate(coverage).mean():.3f} "
+          f"(mean width {np.concatenate(widths).mean():.3f})")
+    print_table(per_type)
+    centres = [f"{(a + b) / 2:.2f}" for a, b in zip(edges[:-1], edges[1:])]
+    print("\ncurve: mean estimated other_cells per bin of the true fraction (bin centres as columns)")
+    print_table(pd.DataFrame(curve, index=centres).T.reset_index(names="held_out"))
+
+    # ---- real cohorts
+    print("\nreal PBMC cohorts (flow Unknown: cells of no flow group, where the cohort has it)")
+    real_rows = []
+    for name, x in real_x.items():
+        table = other_cells_table(calibration, x, signature.index, level)
+        unknown = cohorts[name][1]
+        real_rows.append({"cohort": name, "samples": len(table), "mean_other_cells": table["other_cells"].mean(),
+                          "max_other_cells": table["other_cells"].max(), "mean_upper": table["other_cells_upper"].mean(),
+                          "flagged": table["cells_outside_reference"].mean(),
+                          "flow_unknown_mean": np.nan if unknown is None else float(unknown.mean())})
+        print(f"{name}: " + " ".join(f"{v:.2f}" for v in table["other_cells"]))
+    print_table(pd.DataFrame(real_rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
