@@ -24,7 +24,8 @@ def _deconvolve(args) -> None:
     with script_logging(None):
         table = deconvolve_file(args.model, args.bulk, args.out, args.min_overlap, intervals=args.intervals, qc=args.qc,
                                 calibration=args.calibration, plausible_fractions=_plausible(args.plausible),
-                                min_overlap_fraction=args.min_overlap_fraction, **_bulk_settings(args))
+                                min_overlap_fraction=args.min_overlap_fraction,
+                                methylation_evidence={"false_call_rate": args.false_call_rate}, **_bulk_settings(args))
     print(table.round(4).to_string())
 
 
@@ -123,7 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="plausible range of a cell type's fraction; outside it qc.csv flags implausible_TYPE")
     p.add_argument("--min-overlap-fraction", type=float, default=0.5,
                    help="qc.csv flags low_overlap below this share of the model's features (default 0.5)")
-    p.add_argument("--min-overlap", type=int, default=1000, help="minimum number of shared features (default 1000)")
+    p.add_argument("--min-overlap", type=int, default=1000,
+                   help="minimum number of shared genes (RNA) or regions (methylation betas tables; default 1000). Methylation call "
+                        "files have no fixed floor: each atlas type is fitted when the sample covers its markers, the others are NaN")
+    p.add_argument("--false-call-rate", type=float, default=None,
+                   help="methylation calls: false-call rate of the detection test in detection.csv (default 0.001)")
     p.set_defaults(func=_deconvolve)
     p = sub.add_parser("monitor", help="print the latest epochs of a training_log.csv")
     p.add_argument("history", help="results/{dataset}/models/{model}/training_log.csv")

@@ -17,6 +17,7 @@ from .io.methylation_calls import SUFFIX_FORMATS, calls_format, read_methylation
 from .io.references import reference_gene_aliases
 from .models import FittedModel, from_checkpoint, read_checkpoint
 from .normalize import CPM_SCALE, LOG_SCALE_MAX, looks_log_scaled
+from .read_evidence import analyse_reads, evidence_settings, resolve_tissues, tissue_masks
 from .threads import with_fixed_threads
 from .trust import QC_DEFAULTS, default_calibration_path, parse_plausible, trust_tables
 
@@ -97,20 +98,57 @@ def check_non_negative(bulk: pd.DataFrame, source) -> None:
     )
 
 
-def align_reads(methylated: pd.DataFrame, total: pd.DataFrame, model: FittedModel, min_overlap: int, paths) -> tuple[np.ndarray, np.ndarray]:
-    """(fractions with NaN where no read, coverage), samples x model regions; every sample must
-    have reads on at least ``min_overlap`` regions."""
+def align_reads(methylated: pd.DataFrame, total: pd.DataFrame, model: FittedModel, paths) -> tuple[np.ndarray, np.ndarray]:
+    """(fractions with NaN where no call, coverage), samples x model regions. A sample without a
+    call on any atlas region is refused (wrong build or not this atlas's regions); how many
+    regions are enough is decided per cell type by ``deconflow.read_evidence``."""
     covered = (total.to_numpy() > 0).sum(axis=0)
     for sample, n_covered, path in zip(total.columns, covered, paths):
-        log.info("%s: reads on %d of %d atlas regions (%d reads)", path, n_covered, len(model.feature_names), int(total[sample].sum()))
-        if n_covered < min_overlap:
-            raise DeconflowError(path, f"reads on only {n_covered} of {len(model.feature_names)} atlas regions; at least {min_overlap} are required",
-                                 "check the genome build (embedded atlas: hg38) and the sequencing depth"
-                                 + (", or lower `min_feature_overlap`" if n_covered >= 0.5 * min_overlap else ""))
+        log.info("%s: calls on %d of %d atlas regions (%d calls)", path, n_covered, len(model.feature_names), int(total[sample].sum()))
+        if n_covered == 0:
+            raise DeconflowError(path, f"no CpG call of sample {sample} falls in any of the {len(model.feature_names)} atlas regions",
+                                 "check the genome build (embedded atlas: hg38; lift hg19 calls over) and that the file holds this sample's calls")
     counts = total.to_numpy(dtype=np.float64).T
     with np.errstate(invalid="ignore", divide="ignore"):
         fractions = np.where(counts > 0, methylated.to_numpy(dtype=np.float64).T / np.maximum(counts, 1), np.nan)
     return fractions, counts
+
+
+def methylation_read_tables(model: FittedModel, features: np.ndarray, coverage: np.ndarray, sample_ids, paths,
+                            settings: dict | None = None) -> tuple[np.ndarray, dict[str, pd.DataFrame], dict[str, np.ndarray]]:
+    """Proportions (samples x types, NaN = no evidence) of methylation samples with reads, and
+    the tables written beside them: ``tissues`` (samples x tissues) and ``detection`` (per
+    sample, cell type and tissue: estimate, interval, test statistic, threshold, detected,
+    evidence, marker regions and calls; ``deconflow.read_evidence``). A sample whose covered
+    regions are no marker of any atlas type is refused with the reason."""
+    settings = dict(settings or {})
+    tissues = resolve_tissues(settings.pop("tissues", None), model.cell_types)
+    settings = evidence_settings(settings)
+    analysis = analyse_reads(model.atlas_betas(), model.cell_types, features, coverage, tissues, settings)
+    evidence = analysis["evidence"]["evidence"]
+    for i, path in enumerate(paths):
+        if not evidence[i].any():
+            n_covered = int((coverage[i] > 0).sum())
+            raise DeconflowError(path, f"calls on {n_covered} atlas regions, but none with ≥ {settings['min_region_reads']} calls is a "
+                                       "marker region of any atlas cell type, so the sample cannot speak about any of them",
+                                 "use a panel or sequencing that covers the atlas's marker regions (or lower methylation_evidence.min_region_reads)")
+    proportions = model.predict_reads(features, coverage, evidence, analysis["supported"])
+    sample_ids = np.asarray(sample_ids).astype(str)
+    masks = tissue_masks(model.cell_types, tissues)
+    tissue_table = pd.DataFrame(
+        {name: np.where(evidence[:, mask].any(axis=1), np.nansum(np.where(mask, proportions, 0.0), axis=1), np.nan)
+         for name, mask in masks.items()}, index=pd.Index(sample_ids, name="sample_id"))
+    detection = analysis["detection"].copy()
+    detection.insert(0, "sample_id", sample_ids[detection.pop("sample").to_numpy()])
+    for column in ("regions", "reads"):
+        detection[column] = detection[column].astype("Int64")
+    no_evidence = [";".join(np.asarray(model.cell_types)[~row]) for row in evidence]
+    tissue_rows = detection[detection["level"] == "tissue"]
+    detected = [";".join(tissue_rows.loc[(tissue_rows["sample_id"] == s) & tissue_rows["detected"], "name"]) for s in sample_ids]
+    qc_columns = {"covered_regions": (coverage > 0).sum(axis=1), "calls": coverage.sum(axis=1).astype(np.int64),
+                  "types_with_evidence": evidence.sum(axis=1), "no_evidence_types": no_evidence,
+                  "detected_tissues": detected, "overdispersion": analysis["rho"]}
+    return proportions, {"tissues": tissue_table.reset_index(), "detection": detection}, qc_columns
 
 
 def _source_name(bulk_path) -> str:
@@ -148,7 +186,7 @@ def read_rna_bulk_for_model(bulk_path, model: FittedModel, min_overlap: int, bul
 def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bulk_format: str | None = None,
                     cell_mrna=None, intervals: float | None = None, qc: bool = False, calibration=None,
                     plausible_fractions: dict | None = None, min_overlap_fraction: float = QC_DEFAULTS["min_overlap_fraction"],
-                    **rna_settings) -> pd.DataFrame:
+                    methylation_evidence: dict | None = None, **rna_settings) -> pd.DataFrame:
     """Model checkpoint + bulk file(s) -> proportions CSV (samples x cell types).
 
     RNA models: ``bulk_path`` is a path, glob, folder or list in any format of
@@ -159,7 +197,11 @@ def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bu
     the atlas regions with their read counts. ``bulk_format`` overrides detection in both.
     ``cell_mrna`` (RNA only): a table of the bulk's mRNA content per cell of each type; the
     model's reference-calibrated cell fractions are converted to it (``deconflow.cell_content``).
-    Runs on ``deconflow.threads.NUMERICAL_THREADS`` threads: the same bytes on any machine.
+    Methylation call files need no fixed number of covered regions (``min_overlap`` is for RNA
+    and betas tables): each cell type is fitted when the sample covers its markers, the others
+    are NaN; ``methylation_evidence`` (config section of that name, with ``tissues``) sets the
+    rule and the detection test, and ``tissues.csv`` / ``detection.csv`` are written beside
+    the proportions (``methylation_read_tables``). Runs on ``deconflow.threads.NUMERICAL_THREADS`` threads: the same bytes on any machine.
     """
     checkpoint = read_checkpoint(model_path)
     model = from_checkpoint(checkpoint)
@@ -181,14 +223,17 @@ def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bu
         paths = expand_bulk_paths(bulk_path)
         if {calls_format(path, bulk_format) for path in paths} != {None}:  # calls, aggregated into the atlas regions
             methylated, total = read_methylation_samples(paths, model.feature_names, bulk_format, regions_source=model_path)
-            features, coverage = align_reads(methylated, total, model, min_overlap, paths)
-            proportions = model.predict_with_coverage(features, coverage)
+            features, coverage = align_reads(methylated, total, model, paths)
+            proportions, read_tables, qc_columns = methylation_read_tables(model, features, coverage, total.columns, paths,
+                                                                           methylation_evidence)
             table = pd.DataFrame(proportions, index=pd.Index(total.columns, name="sample_id"), columns=model.cell_types)
             extra = trust_tables(model, features, table.index, proportions, level=intervals, qc=qc,
                                  calibration_path=calibration or default_calibration_path(model_path),
                                  plausible=parse_plausible(plausible_fractions, model.cell_types, "plausible_fractions"),
-                                 min_overlap_fraction=min_overlap_fraction)
-            _write_all(table, extra, out_path)
+                                 min_overlap_fraction=0.0)  # panels cover a few % of the atlas: evidence columns instead
+            if "qc" in extra:
+                extra["qc"] = extra["qc"].assign(**qc_columns)
+            _write_all(table, {**extra, **read_tables}, out_path)
             return table
         if len(paths) > 1:
             raise DeconflowError(paths[1], f"{len(paths)} bulk files given, but they are not per-sample methylation calls",

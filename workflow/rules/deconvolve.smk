@@ -32,5 +32,6 @@ rule deconvolve_bulk:
         bulk=bulk_settings,
         level=interval_level,
         qc=qc_settings,
+        methylation_evidence=methylation_evidence_settings,
     script:
         "../scripts/deconvolve_bulk.py"
