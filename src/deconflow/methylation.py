@@ -74,34 +74,6 @@ BLOOD_CELL_TYPES = ("granulocyte", "monocyte", "T-cell", "NK-cell", "B-cell", "e
 
 SPLIT_OFFSETS = {"train": 0, "val": 1, "test": 2}
 
-#: Tissues of the Loyfer atlas's cell types (config ``methylation_evidence.tissues`` replaces it):
-#: what a biopsy or a cfDNA question is about. Blood is split into its lineages; cell types found
-#: in many organs (endothelium, smooth muscle, adipocytes) are tissues of their own.
-LOYFER_TISSUES = {
-    "liver": ["hepatocyte"],
-    "pancreas": ["pancreas_acinar", "pancreas_duct", "pancreas_alpha", "pancreas_beta", "pancreas_delta"],
-    "lung": ["lung", "lung_alveolar"],
-    "gastrointestinal": ["colon", "small_intestine", "gastric", "colon_fibroblasts"],
-    "gallbladder": ["gallbladder"],
-    "blood_myeloid": ["granulocyte", "monocyte"],
-    "blood_lymphoid": ["T-cell", "NK-cell", "B-cell"],
-    "blood_erythroid": ["erythrocyte_progenitor"],
-    "endothelium": ["endothelial_cell"],
-    "adipose": ["adipocyte"],
-    "muscle": ["skeletal_muscle", "smooth_muscle"],
-    "heart": ["heart_cardiomyocyte", "heart_fibroblasts"],
-    "brain": ["neuron", "oligodendrocyte"],
-    "bone": ["bone_osteoblast"],
-    "kidney": ["kidney"],
-    "thyroid": ["thyroid"],
-    "female_reproductive": ["fallopian", "ovary"],
-    "skin": ["epiderminal_keratinocyte", "dermal_fibroblast"],
-    "head_neck": ["head_neck"],
-    "prostate": ["prostate"],
-    "bladder": ["bladder"],
-    "breast": ["breast_luminal", "breast_basal"],
-}
-
 
 # --------------------------------------------------------------------------- atlas
 def _validate_atlas(atlas: pd.DataFrame, source) -> pd.DataFrame:

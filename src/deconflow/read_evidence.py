@@ -63,6 +63,34 @@ EVIDENCE_DEFAULTS = {
     "level": 0.9,
 }
 
+#: Tissues of the Loyfer atlas's cell types (config ``methylation_evidence.tissues`` replaces it):
+#: what a biopsy or a cfDNA question is about. Blood is split into its lineages; cell types found
+#: in many organs (endothelium, smooth muscle, adipocytes) are tissues of their own.
+LOYFER_TISSUES = {
+    "liver": ["hepatocyte"],
+    "pancreas": ["pancreas_acinar", "pancreas_duct", "pancreas_alpha", "pancreas_beta", "pancreas_delta"],
+    "lung": ["lung", "lung_alveolar"],
+    "gastrointestinal": ["colon", "small_intestine", "gastric", "colon_fibroblasts"],
+    "gallbladder": ["gallbladder"],
+    "blood_myeloid": ["granulocyte", "monocyte"],
+    "blood_lymphoid": ["T-cell", "NK-cell", "B-cell"],
+    "blood_erythroid": ["erythrocyte_progenitor"],
+    "endothelium": ["endothelial_cell"],
+    "adipose": ["adipocyte"],
+    "muscle": ["skeletal_muscle", "smooth_muscle"],
+    "heart": ["heart_cardiomyocyte", "heart_fibroblasts"],
+    "brain": ["neuron", "oligodendrocyte"],
+    "bone": ["bone_osteoblast"],
+    "kidney": ["kidney"],
+    "thyroid": ["thyroid"],
+    "female_reproductive": ["fallopian", "ovary"],
+    "skin": ["epiderminal_keratinocyte", "dermal_fibroblast"],
+    "head_neck": ["head_neck"],
+    "prostate": ["prostate"],
+    "bladder": ["bladder"],
+    "breast": ["breast_luminal", "breast_basal"],
+}
+
 
 def evidence_settings(values: dict | None, source=None) -> dict:
     """``EVIDENCE_DEFAULTS`` updated by ``values`` (unknown keys or bad ranges: one error line)."""
@@ -252,10 +280,8 @@ def tissue_masks(cell_types, tissues: dict | None) -> dict[str, np.ndarray]:
 
 def resolve_tissues(tissues: dict | None, cell_types) -> dict:
     """The ``{tissue: [types]}`` mapping to use: ``tissues`` if given, else
-    ``deconflow.methylation.LOYFER_TISSUES``; only types of the atlas are kept (an atlas of
-    other names without a mapping has no tissues)."""
-    from .methylation import LOYFER_TISSUES
-
+    ``LOYFER_TISSUES``; only types of the atlas are kept (an atlas of other names without a
+    mapping has no tissues)."""
     known = set(map(str, cell_types))
     chosen = LOYFER_TISSUES if tissues is None else tissues
     out = {str(t): [c for c in map(str, types) if c in known] for t, types in chosen.items()}

@@ -142,7 +142,6 @@ MODEL_CODE = library_files(
     "signature",
     "normalize",
     "read_evidence",
-    "methylation",
 ) + [str(LIBRARY / "models" / "{model}.py")]
 
 
