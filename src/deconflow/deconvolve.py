@@ -115,16 +115,19 @@ def align_reads(methylated: pd.DataFrame, total: pd.DataFrame, model: FittedMode
 
 
 def methylation_read_tables(model: FittedModel, features: np.ndarray, coverage: np.ndarray, sample_ids, paths,
-                            settings: dict | None = None) -> tuple[np.ndarray, dict[str, pd.DataFrame], dict[str, np.ndarray]]:
+                            settings: dict | None = None, analysis: dict | None = None) -> tuple[np.ndarray, dict[str, pd.DataFrame], dict[str, np.ndarray]]:
     """Proportions (samples x types, NaN = no evidence) of methylation samples with reads, and
     the tables written beside them: ``tissues`` (samples x tissues) and ``detection`` (per
     sample, cell type and tissue: estimate, interval, test statistic, threshold, detected,
     evidence, marker regions and calls; ``deconflow.read_evidence``). A sample whose covered
-    regions are no marker of any atlas type is refused with the reason."""
+    regions are no marker of any atlas type is refused with the reason. ``analysis``: the
+    :func:`deconflow.read_evidence.analyse_reads` result of the same samples and settings, when
+    several models share it (benchmarks)."""
     settings = dict(settings or {})
     tissues = resolve_tissues(settings.pop("tissues", None), model.cell_types)
     settings = evidence_settings(settings)
-    analysis = analyse_reads(model.atlas_betas(), model.cell_types, features, coverage, tissues, settings)
+    if analysis is None:
+        analysis = analyse_reads(model.atlas_betas(), model.cell_types, features, coverage, tissues, settings)
     evidence = analysis["evidence"]["evidence"]
     for i, path in enumerate(paths):
         if not evidence[i].any():
@@ -140,8 +143,6 @@ def methylation_read_tables(model: FittedModel, features: np.ndarray, coverage: 
          for name, mask in masks.items()}, index=pd.Index(sample_ids, name="sample_id"))
     detection = analysis["detection"].copy()
     detection.insert(0, "sample_id", sample_ids[detection.pop("sample").to_numpy()])
-    for column in ("regions", "reads"):
-        detection[column] = detection[column].astype("Int64")
     no_evidence = [";".join(np.asarray(model.cell_types)[~row]) for row in evidence]
     tissue_rows = detection[detection["level"] == "tissue"]
     detected = [";".join(tissue_rows.loc[(tissue_rows["sample_id"] == s) & tissue_rows["detected"], "name"]) for s in sample_ids]
