@@ -155,15 +155,12 @@ def celfie_scores(proportions: dict[str, pd.DataFrame], truth: pd.DataFrame) -> 
 
 
 # --------------------------------------------------------------------------- low fractions
-def low_fraction_curves(models: dict, samples, methylated, total, truth: pd.DataFrame, fractions=FRACTIONS,
-                        draws: int = 10, seed: int = 0, settings: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Detection and false calls on read mixtures of pure Roadmap samples (module docstring).
-
-    Returns (curves: per method and fraction the detection rate of A's tissue and the false-call
-    rate of absent tissues; per_source: the detection rate per source sample A and fraction)."""
+def draw_pairs(samples, methylated, total, truth: pd.DataFrame, fractions=FRACTIONS, draws: int = 10, seed: int = 0):
+    """Read mixtures of every ordered pair (A, B) of pure Roadmap samples of different tissues at
+    each fraction: (labels DataFrame a, b, f, draw indexed by sample id, methylated, total)."""
     rng = np.random.default_rng(seed)
     pure = [s for s in truth.index[truth["kind"] == "pure_tissue"] if s in samples]
-    tissue_of = {s: ROADMAP_TISSUES[truth.loc[s, list(ROADMAP_TISSUES)].astype(float).idxmax()] for s in pure}
+    tissue_of = pure_tissues(truth)
     index = {s: samples.index(s) for s in pure}
     labels, meths, totals = [], [], []
     for a in pure:
@@ -176,35 +173,57 @@ def low_fraction_curves(models: dict, samples, methylated, total, truth: pd.Data
                     labels.append((a, b, f, d))
                     meths.append(m)
                     totals.append(t)
-    ids = [f"{a}|{b}|{f}|{d}" for a, b, f, d in labels]
-    results = run_models(models, np.array(meths), np.array(totals), ids, settings)
-    detection = results.pop("_detection")
-    tissue_tests = detection[detection["level"] == "tissue"].pivot(index="sample_id", columns="name", values="detected").loc[ids]
-    tested = {"read test": tissue_tests.astype(float)}
-    for name, (_, tissues, _) in results.items():
-        tested[name] = (tissues.loc[ids].astype(float) > 0).astype(float).where(tissues.loc[ids].notna())
-    all_tissues = list(tissue_tests.columns)
+    frame = pd.DataFrame(labels, columns=["a", "b", "f", "draw"], index=[f"{a}|{b}|{f}|{d}" for a, b, f, d in labels])
+    return frame, np.array(meths), np.array(totals)
+
+
+def pure_tissues(truth: pd.DataFrame) -> dict:
+    pure = truth.index[truth["kind"] == "pure_tissue"]
+    return {s: ROADMAP_TISSUES[truth.loc[s, list(ROADMAP_TISSUES)].astype(float).idxmax()] for s in pure}
+
+
+def score_curves(called: dict[str, pd.DataFrame], frame: pd.DataFrame, truth: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per method (draws x tissues, 1.0 = called present, NaN = no evidence) and fraction: the
+    detection rate of A's tissue and the false-call rate of absent tissues (module docstring);
+    and the detection rate per source sample A."""
+    tissue_of = pure_tissues(truth)
+    fractions = sorted(frame["f"].unique())
     rows, per_source = [], []
-    frame = pd.DataFrame(labels, columns=["a", "b", "f", "draw"], index=ids)
-    for method, called in tested.items():
-        target = np.array([called.loc[i, tissue_of[a]] for i, a in zip(ids, frame["a"])])
-        absent_mask = np.array([[t not in UBIQUITOUS and t != tissue_of[b] and (t != tissue_of[a] or f == 0)
-                                 for t in all_tissues] for a, b, f in zip(frame["a"], frame["b"], frame["f"])])
-        values = called[all_tissues].to_numpy()
-        false = np.where(absent_mask & np.isfinite(values), values, np.nan)
+    for method, table in called.items():
+        table = table.loc[frame.index]
+        tissues = list(table.columns)
+        target = np.array([table.loc[i, tissue_of[a]] for i, a in zip(frame.index, frame["a"])], dtype=np.float64)
+        absent = np.array([[t not in UBIQUITOUS and t != tissue_of[b] and (t != tissue_of[a] or f == 0) for t in tissues]
+                           for a, b, f in zip(frame["a"], frame["b"], frame["f"])])
+        values = table.to_numpy(dtype=np.float64)
+        false = np.where(absent & np.isfinite(values), values, np.nan)
+        explained = np.array([[t == "gastrointestinal" and tissue_of[b] == "liver" for t in tissues] for b in frame["b"]])
         for f in fractions:
             sel = (frame["f"] == f).to_numpy()
-            rows.append({"method": method, "fraction": f,
-                         "detected": float(np.nanmean(target[sel])) if f > 0 else np.nan,
+            rows.append({"method": method, "fraction": f, "detected": float(np.nanmean(target[sel])) if f > 0 else np.nan,
                          "false_calls": float(np.nanmean(false[sel])),
+                         "false_calls_no_gi_in_liver": float(np.nanmean(np.where(explained[sel], np.nan, false[sel]))),
                          "n_draws": int(sel.sum())})
             if f > 0:
-                for a in pure:
+                for a in tissue_of:
                     pick = sel & (frame["a"] == a).to_numpy()
-                    per_source.append({"method": method, "source": a, "fraction": f, "detected": float(np.nanmean(target[pick]))})
-    curves = pd.DataFrame(rows)
-    by_source = pd.DataFrame(per_source).pivot_table(index=["method", "source"], columns="fraction", values="detected")
-    return curves, by_source
+                    if pick.any():
+                        per_source.append({"method": method, "source": a, "fraction": f, "detected": float(np.nanmean(target[pick]))})
+    return pd.DataFrame(rows), pd.DataFrame(per_source).pivot_table(index=["method", "source"], columns="fraction", values="detected")
+
+
+def low_fraction_curves(models: dict, samples, methylated, total, truth: pd.DataFrame, fractions=FRACTIONS,
+                        draws: int = 10, seed: int = 0, settings: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Detection and false calls on read mixtures of pure Roadmap samples (module docstring):
+    the read test of ``detection.csv`` and each model's reported tissue share > 0."""
+    frame, meths, totals = draw_pairs(samples, methylated, total, truth, fractions, draws, seed)
+    results = run_models(models, meths, totals, list(frame.index), settings)
+    detection = results.pop("_detection")
+    tests = detection[detection["level"] == "tissue"].pivot(index="sample_id", columns="name", values="detected")
+    called = {"read test": tests.astype(float)}
+    for name, (_, tissues, _) in results.items():
+        called[name] = (tissues.astype(float) > 0).astype(float).where(tissues.notna())
+    return score_curves(called, frame, truth)
 
 
 def load_models(models_dir, names) -> dict:
