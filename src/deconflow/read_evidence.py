@@ -152,9 +152,18 @@ class _Gram:
     with G = AᵀA = RᵀR, ||A c − b||² = ||R c − R⁻ᵀAᵀb||² + ||b||² − ||R⁻ᵀAᵀb||², so each subset
     is a types x types problem; subsets with a singular G are solved on A itself."""
 
-    def __init__(self, A: np.ndarray, b: np.ndarray):
+    def __init__(self, A: np.ndarray, b: np.ndarray, normal: tuple | None = None):
         self.A, self.b = A, b
-        self.G, self.h, self.bb = A.T @ A, A.T @ b, float(b @ b)
+        self.G, self.h, self.bb = (A.T @ A, A.T @ b, float(b @ b)) if normal is None else normal
+
+    def merged(self, rest: np.ndarray, group: np.ndarray, weights: np.ndarray) -> "_Gram":
+        """The system on columns ``rest`` plus one column Σ_k∈group w_k A_k, from G and h (no
+        pass over the rows; the rows are built only if the Cholesky path fails)."""
+        r, g = np.flatnonzero(rest), np.flatnonzero(group)
+        Ggw = self.G[np.ix_(r, g)] @ weights
+        G = np.block([[self.G[np.ix_(r, r)], Ggw[:, None]], [Ggw[None, :], np.array([[weights @ self.G[np.ix_(g, g)] @ weights]])]])
+        h = np.concatenate([self.h[r], [weights @ self.h[g]]])
+        return _LazyGram(self, r, g, weights, (G, h, self.bb))
 
     def solve(self, cols: np.ndarray) -> tuple[np.ndarray, float]:
         from scipy.linalg import solve_triangular
@@ -173,6 +182,17 @@ class _Gram:
         y = solve_triangular(R, self.h[idx], trans="T")
         coef, norm_ = nnls(R, y, maxiter=50 * len(idx))
         return coef, max(self.bb - float(y @ y) + float(norm_ * norm_), 0.0)
+
+
+class _LazyGram(_Gram):
+    def __init__(self, parent: _Gram, rest, group, weights, normal):
+        self.parent, self.rest, self.group, self.weights = parent, rest, group, weights
+        self.G, self.h, self.bb = normal
+        self.b = parent.b
+
+    @property
+    def A(self):
+        return np.column_stack([self.parent.A[:, self.rest], self.parent.A[:, self.group] @ self.weights])
 
 
 def _dispersion(residual2: np.ndarray, base_var: np.ndarray, n: np.ndarray, dof: int) -> float:
@@ -252,9 +272,8 @@ def _group_rows(fit: dict, groups: dict[str, np.ndarray], level: float, interval
             if mask.sum() > 1:
                 # the group as one column, its types in the proportions of the full fit: a test of
                 # one degree of freedom for "the tissue's DNA is present" (module docstring)
-                combined = system.A[:, mask] @ (coef[mask] / mass)
-                design = np.column_stack([system.A[:, cols & ~mask], combined])
-                _, rss1 = _Gram(design, system.b).solve(np.ones(design.shape[1], dtype=bool))
+                merged = system.merged(cols & ~mask, mask, coef[mask] / mass)
+                _, rss1 = merged.solve(np.ones(len(merged.h), dtype=bool))
             else:
                 rss1 = fit["rss"]
             row["statistic"] = max(rss0 - rss1, 0.0)
