@@ -57,7 +57,7 @@ def test_uncovered_regions_drop_out():
     garbage[:40] = np.nan  # no reads: no fraction
     model = ReadAwareNNLSModel(atlas)
     np.testing.assert_allclose(model.predict_with_coverage(garbage[None], coverage[None])[0], truth, atol=1e-9)
-    nothing = model.predict_with_coverage(np.full((1, 150), np.nan), np.zeros((1, 150)))[0]
+    nothing = model.predict_reads(np.full((1, 150), np.nan), np.zeros((1, 150)), np.zeros((1, 8), dtype=bool), np.zeros((1, 8), dtype=bool))[0]
     assert np.isnan(nothing).all()  # no read at all: no type has evidence
 
 

@@ -72,10 +72,14 @@ class ReadAwareNNLSModel(FittedModel):
         return self.predict(features)
 
     def predict_with_coverage(self, features: np.ndarray, coverage: np.ndarray | None) -> np.ndarray:
+        """The evaluation path (mixtures with truth, rows sum to 1): as :meth:`predict_reads`
+        with the model's own evidence and test, a type without evidence counted as 0 (the real
+        samples' path, ``deconflow deconvolve``, reports it as NaN)."""
         features = np.atleast_2d(np.asarray(features, dtype=np.float64))
         counts = np.where(np.isfinite(features), 1.0, 0.0) if coverage is None else coverage
         analysis = analyse_reads(self.signature, self.cell_types, features, counts, self.tissues, self.settings, full_table=False)
-        return self.predict_reads(features, counts, analysis["evidence"]["evidence"], analysis["supported"])
+        proportions = self.predict_reads(features, counts, analysis["evidence"]["evidence"], analysis["supported"])
+        return np.nan_to_num(proportions, nan=0.0)
 
     def predict_reads(self, features: np.ndarray, coverage: np.ndarray, evidence: np.ndarray, supported: np.ndarray) -> np.ndarray:
         return refit_supported(self.signature, features, coverage, evidence, supported, self.settings)
