@@ -574,7 +574,10 @@ def interval_level(wildcards):
 
 
 def methylation_evidence_settings(wildcards):
-    """`methylation_evidence` (evidence rule, detection test, `tissues`) for methylation reads."""
+    """`methylation_evidence` (evidence rule, detection test, `tissues`) of methylation datasets
+    (empty for RNA ones, so that editing it reruns no RNA job)."""
+    if dataset_config(wildcards).get("modality") != "methylation":
+        return {}
     return dict(config.get("methylation_evidence") or {})
 
 
