@@ -9,7 +9,7 @@ ENV := PATH="$(BIN):$$PATH"
 WHEELS ?= /opt/wheels
 PIP_EXTRA := $(if $(wildcard $(WHEELS)),--find-links $(WHEELS),)
 
-.PHONY: run test dry-run report bench bench-real bench-linear-fit bench-intervals bench-scale bench-devices bench-other-cells lint clean-results
+.PHONY: run test dry-run report bench bench-meth bench-real bench-linear-fit bench-intervals bench-scale bench-devices bench-other-cells lint clean-results
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,13 @@ bench: $(STAMP)
 # calibration, Monaco 2019) and their mean (needs `make run` first)
 bench-real: $(STAMP)
 	$(ENV) python -m deconflow.benchmarks.real_bulk --results results/pbmc --dataset pbmc
+
+# methylation models on real bisulfite reads (../shared/methsets, never copied here; needs the
+# cfdna checkpoints of `make run`): Roadmap tissues and mixtures, celfie sorted blood cells,
+# low-fraction read mixtures (docs/methylation-reads.md)
+METHSETS ?= ../shared/methsets
+bench-meth: $(STAMP)
+	$(ENV) python -m deconflow.benchmarks.methylation --methsets $(METHSETS) --models results/cfdna/models
 
 # seconds for calibrated intervals + qc rows of 2,000 bulk-like samples (needs `make run` first)
 bench-intervals: $(STAMP)

@@ -26,7 +26,8 @@ def _deconvolve(args) -> None:
                                 calibration=args.calibration, plausible_fractions=_plausible(args.plausible),
                                 min_overlap_fraction=args.min_overlap_fraction, min_reads=args.min_reads,
                                 min_nonzero_fraction=args.min_nonzero_fraction, other_cells=args.other_cells,
-                                absolute=args.absolute, **_bulk_settings(args))
+                                absolute=args.absolute,
+                                methylation_evidence={"false_call_rate": args.false_call_rate}, **_bulk_settings(args))
     print(table.round(4).to_string())
 
 
@@ -129,7 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="qc.csv flags low_depth below this many reads on the model's genes (count input; default 100000)")
     p.add_argument("--min-nonzero-fraction", type=float, default=0.1,
                    help="qc.csv flags low_depth below this share of the model's marker genes non-zero (default 0.1)")
-    p.add_argument("--min-overlap", type=int, default=1000, help="minimum number of shared features (default 1000)")
+    p.add_argument("--min-overlap", type=int, default=1000,
+                   help="minimum number of shared genes (RNA) or regions (methylation betas tables; default 1000). Methylation call "
+                        "files have no fixed floor: each atlas type is fitted when the sample covers its markers, the others are NaN")
+    p.add_argument("--false-call-rate", type=float, default=None,
+                   help="methylation calls: false-call rate of the detection test in detection.csv (default 0.001)")
     p.add_argument("--other-cells", default=None,
                    help="other-cells calibration of RNA models (default: other_cells.json in the models' folder, written by "
                         "rule calibrate_other_cells): qc.csv gets other_cells and its interval, flag cells_outside_reference")

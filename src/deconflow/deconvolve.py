@@ -20,6 +20,7 @@ from .models import FittedModel, from_checkpoint, read_checkpoint
 from .normalize import CPM_SCALE, LOG_SCALE_MAX, looks_log_scaled
 from .other_cells import OTHER_CELLS_DEFAULTS, absolute_fractions, other_cells_table, read_other_cells
 from .other_cells import default_path as default_other_cells_path
+from .read_evidence import analyse_reads, evidence_settings, resolve_tissues, tissue_masks
 from .threads import with_fixed_threads
 from .trust import QC_DEFAULTS, default_calibration_path, parse_plausible, trust_tables
 
@@ -101,20 +102,58 @@ def check_non_negative(bulk: pd.DataFrame, source) -> None:
     )
 
 
-def align_reads(methylated: pd.DataFrame, total: pd.DataFrame, model: FittedModel, min_overlap: int, paths) -> tuple[np.ndarray, np.ndarray]:
-    """(fractions with NaN where no read, coverage), samples x model regions; every sample must
-    have reads on at least ``min_overlap`` regions."""
+def align_reads(methylated: pd.DataFrame, total: pd.DataFrame, model: FittedModel, paths) -> tuple[np.ndarray, np.ndarray]:
+    """(fractions with NaN where no call, coverage), samples x model regions. A sample without a
+    call on any atlas region is refused (wrong build or not this atlas's regions); how many
+    regions are enough is decided per cell type by ``deconflow.read_evidence``."""
     covered = (total.to_numpy() > 0).sum(axis=0)
     for sample, n_covered, path in zip(total.columns, covered, paths):
-        log.info("%s: reads on %d of %d atlas regions (%d reads)", path, n_covered, len(model.feature_names), int(total[sample].sum()))
-        if n_covered < min_overlap:
-            raise DeconflowError(path, f"reads on only {n_covered} of {len(model.feature_names)} atlas regions; at least {min_overlap} are required",
-                                 "check the genome build (embedded atlas: hg38) and the sequencing depth"
-                                 + (", or lower `min_feature_overlap`" if n_covered >= 0.5 * min_overlap else ""))
+        log.info("%s: calls on %d of %d atlas regions (%d calls)", path, n_covered, len(model.feature_names), int(total[sample].sum()))
+        if n_covered == 0:
+            raise DeconflowError(path, f"no CpG call of sample {sample} falls in any of the {len(model.feature_names)} atlas regions",
+                                 "check the genome build (embedded atlas: hg38; lift hg19 calls over) and that the file holds this sample's calls")
     counts = total.to_numpy(dtype=np.float64).T
     with np.errstate(invalid="ignore", divide="ignore"):
         fractions = np.where(counts > 0, methylated.to_numpy(dtype=np.float64).T / np.maximum(counts, 1), np.nan)
     return fractions, counts
+
+
+def methylation_read_tables(model: FittedModel, features: np.ndarray, coverage: np.ndarray, sample_ids, paths,
+                            settings: dict | None = None, analysis: dict | None = None) -> tuple[np.ndarray, dict[str, pd.DataFrame], dict[str, np.ndarray]]:
+    """Proportions (samples x types, NaN = no evidence) of methylation samples with reads, and
+    the tables written beside them: ``tissues`` (samples x tissues) and ``detection`` (per
+    sample, cell type and tissue: estimate, interval, test statistic, threshold, detected,
+    evidence, marker regions and calls; ``deconflow.read_evidence``). A sample whose covered
+    regions are no marker of any atlas type is refused with the reason. ``analysis``: the
+    :func:`deconflow.read_evidence.analyse_reads` result of the same samples and settings, when
+    several models share it (benchmarks)."""
+    settings = dict(settings or {})
+    tissues = resolve_tissues(settings.pop("tissues", None), model.cell_types)
+    settings = evidence_settings(settings)
+    if analysis is None:
+        analysis = analyse_reads(model.atlas_betas(), model.cell_types, features, coverage, tissues, settings)
+    evidence = analysis["evidence"]["evidence"]
+    for i, path in enumerate(paths):
+        if not evidence[i].any():
+            n_covered = int((coverage[i] > 0).sum())
+            raise DeconflowError(path, f"calls on {n_covered} atlas regions, but none with ≥ {settings['min_region_reads']} calls is a "
+                                       "marker region of any atlas cell type, so the sample cannot speak about any of them",
+                                 "use a panel or sequencing that covers the atlas's marker regions (or lower methylation_evidence.min_region_reads)")
+    proportions = model.predict_reads(features, coverage, evidence, analysis["supported"])
+    sample_ids = np.asarray(sample_ids).astype(str)
+    masks = tissue_masks(model.cell_types, tissues)
+    tissue_table = pd.DataFrame(
+        {name: np.where(evidence[:, mask].any(axis=1), np.nansum(np.where(mask, proportions, 0.0), axis=1), np.nan)
+         for name, mask in masks.items()}, index=pd.Index(sample_ids, name="sample_id"))
+    detection = analysis["detection"].copy()
+    detection.insert(0, "sample_id", sample_ids[detection.pop("sample").to_numpy()])
+    no_evidence = [";".join(np.asarray(model.cell_types)[~row]) for row in evidence]
+    tissue_rows = detection[detection["level"] == "tissue"]
+    detected = [";".join(tissue_rows.loc[(tissue_rows["sample_id"] == s) & tissue_rows["detected"], "name"]) for s in sample_ids]
+    qc_columns = {"covered_regions": (coverage > 0).sum(axis=1), "calls": coverage.sum(axis=1).astype(np.int64),
+                  "types_with_evidence": evidence.sum(axis=1), "no_evidence_types": no_evidence,
+                  "detected_tissues": detected, "overdispersion": analysis["rho"]}
+    return proportions, {"tissues": tissue_table.reset_index(), "detection": detection}, qc_columns
 
 
 def _source_name(bulk_path) -> str:
@@ -157,7 +196,7 @@ def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bu
                     plausible_fractions: dict | None = None, min_overlap_fraction: float = QC_DEFAULTS["min_overlap_fraction"],
                     min_reads: float = QC_DEFAULTS["min_reads"], min_nonzero_fraction: float = QC_DEFAULTS["min_nonzero_fraction"],
                     other_cells=None, absolute: bool = OTHER_CELLS_DEFAULTS["absolute_fractions"],
-                    **rna_settings) -> pd.DataFrame:
+                    methylation_evidence: dict | None = None, **rna_settings) -> pd.DataFrame:
     """Model checkpoint + bulk file(s) -> proportions CSV (samples x cell types).
 
     RNA models: ``bulk_path`` is a path, glob, folder or list in any format of
@@ -173,7 +212,11 @@ def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bu
     cells of no reference type and its interval (skipped with a warning when the default file does
     not exist); ``absolute`` writes absolute fractions instead (reference types x (1 - other
     cells), and an ``other cells`` column; intervals and qc stay on the reference's types).
-    Runs on ``deconflow.threads.NUMERICAL_THREADS`` threads: the same bytes on any machine.
+    Methylation call files need no fixed number of covered regions (``min_overlap`` is for RNA
+    and betas tables): each cell type is fitted when the sample covers its markers, the others
+    are NaN; ``methylation_evidence`` (config section of that name, with ``tissues``) sets the
+    rule and the detection test, and ``tissues.csv`` / ``detection.csv`` are written beside
+    the proportions (``methylation_read_tables``). Runs on ``deconflow.threads.NUMERICAL_THREADS`` threads: the same bytes on any machine.
     """
     checkpoint = read_checkpoint(model_path)
     model = from_checkpoint(checkpoint)
@@ -201,16 +244,20 @@ def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bu
         paths = expand_bulk_paths(bulk_path)
         if {calls_format(path, bulk_format) for path in paths} != {None}:  # calls, aggregated into the atlas regions
             methylated, total = read_methylation_samples(paths, model.feature_names, bulk_format, regions_source=model_path)
-            features, coverage = align_reads(methylated, total, model, min_overlap, paths)
-            proportions = model.predict_with_coverage(features, coverage)
+            features, coverage = align_reads(methylated, total, model, paths)
+            proportions, read_tables, qc_columns = methylation_read_tables(model, features, coverage, total.columns, paths,
+                                                                           methylation_evidence)
             table = pd.DataFrame(proportions, index=pd.Index(total.columns, name="sample_id"), columns=model.cell_types)
             extra = trust_tables(model, features, table.index, proportions, level=intervals, qc=qc,
                                  calibration_path=calibration or default_calibration_path(model_path),
                                  plausible=parse_plausible(plausible_fractions, model.cell_types, "plausible_fractions"),
-                                 min_overlap_fraction=min_overlap_fraction, depth_settings={"min_reads": 0, "min_nonzero_fraction": 0},
+                                 min_overlap_fraction=0.0, depth_settings={"min_reads": 0, "min_nonzero_fraction": 0},
                                  depth=pd.DataFrame({"reads": coverage.sum(axis=1),  # reads on the atlas regions (no minimum)
                                                      "nonzero_features": (coverage[:, model.used_features()] > 0).sum(axis=1)}))
-            _write_all(table, extra, out_path)
+            # panels cover a few % of the atlas: evidence columns instead of the overlap share
+            if "qc" in extra:
+                extra["qc"] = extra["qc"].assign(**qc_columns)
+            _write_all(table, {**extra, **read_tables}, out_path)
             return table
         if len(paths) > 1:
             raise DeconflowError(paths[1], f"{len(paths)} bulk files given, but they are not per-sample methylation calls",

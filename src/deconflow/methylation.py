@@ -203,6 +203,12 @@ class MethylationSimSettings:
     depth_range: tuple = (1.0, 30.0)
     coverage_model: str = "poisson"  # or "uniform"
     zero_coverage: str = "nan"  # or "atlas_mean"
+    # targeted-panel / low-pass coverage (issue 32): a share of the mixtures covers only a random
+    # share of the regions (the rest: no reads), each covered region at a per-sample mean depth
+    # drawn log-uniformly; 0 keeps every mixture genome-wide (and the draws as they were)
+    panel_fraction: float = 0.0
+    panel_share_range: tuple = (0.03, 0.2)
+    panel_depth_range: tuple = (10.0, 1000.0)
     chunk_size: int = 128  # samples per vectorised block (bounds memory)
 
     def as_dict(self) -> dict:
@@ -215,7 +221,7 @@ class MethylationSimSettings:
         unknown = sorted(set(values) - known)
         if unknown:
             raise DeconflowError(None, f"unknown methylation simulation settings {unknown}", f"use any of {sorted(known)}")
-        for key in ("blood_cell_types", "solid_fraction_range", "spike_levels", "depth_range"):
+        for key in ("blood_cell_types", "solid_fraction_range", "spike_levels", "depth_range", "panel_share_range", "panel_depth_range"):
             if key in values and values[key] is not None:
                 values[key] = tuple(values[key])
         settings = cls(**values)
@@ -240,6 +246,14 @@ class MethylationSimSettings:
             bad("logit_sd must be ≥ 0", "logit_sd")
         if any(not 0 < s < 1 for s in self.spike_levels):
             bad("spike levels must be in (0, 1)", "spike_levels")
+        if not 0 <= self.panel_fraction <= 1:
+            bad("panel_fraction must be in [0, 1]", "panel_fraction")
+        a, b = self.panel_share_range
+        if not 0 < a <= b <= 1:
+            bad(f"panel_share_range {self.panel_share_range} must satisfy 0 < min ≤ max ≤ 1", "panel_share_range")
+        a, b = self.panel_depth_range
+        if not 0 < a <= b:
+            bad(f"panel_depth_range {self.panel_depth_range} must satisfy 0 < min ≤ max", "panel_depth_range")
         if self.coverage_model not in ("poisson", "uniform"):
             bad(f"coverage_model {self.coverage_model!r} is not 'poisson' or 'uniform'", "coverage_model")
         if self.zero_coverage not in ("nan", "atlas_mean"):
@@ -375,6 +389,15 @@ def sequence(true_betas: np.ndarray, settings: MethylationSimSettings, rng: np.r
     else:
         coverage = rng.integers(int(np.ceil(lo)), int(np.floor(hi)) + 1, size=(n, n_regions))
         depth = coverage.mean(axis=1)
+    if settings.panel_fraction > 0:  # targeted panels: whole regions without reads, 10-1000x on the rest
+        panel = np.flatnonzero(rng.random(n) < settings.panel_fraction)
+        share = rng.uniform(*settings.panel_share_range, size=len(panel))
+        covered = rng.random((len(panel), n_regions)) < share[:, None]
+        lo_p, hi_p = settings.panel_depth_range
+        panel_depth = np.exp(rng.uniform(np.log(lo_p), np.log(hi_p), size=len(panel)))
+        coverage[panel] = rng.poisson(panel_depth[:, None], size=(len(panel), n_regions)) * covered
+        depth = np.asarray(depth, dtype=np.float64).copy()
+        depth[panel] = panel_depth
     methylated = rng.binomial(coverage, true_betas)
     with np.errstate(invalid="ignore", divide="ignore"):
         observed = np.where(coverage > 0, methylated / np.maximum(coverage, 1), np.nan)

@@ -18,5 +18,5 @@ MODULES: dict[str, tuple[str, bool]] = {
 #: only these rerun when it changes.
 USES_LINEAR_FIT: frozenset[str] = frozenset({"nnls", "hpvade"})
 
-#: Models whose fit uses the ``read_fit`` config section (methylation read counts).
+#: Models whose fit uses the ``methylation_evidence`` config section (methylation read counts).
 USES_READ_FIT: frozenset[str] = frozenset({"nnls_reads"})

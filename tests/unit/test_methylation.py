@@ -196,3 +196,24 @@ def test_atlas_from_counts_and_wheel_conversion(tmp_path):
         zf.writestr("other.txt", "x")
     with pytest.raises(DeconflowError, match="missing from the wheel"):
         convert_nanomix_wheel(tmp_path / "empty.whl", tmp_path / "x.tsv")
+
+
+def test_panel_coverage_leaves_whole_regions_without_reads_and_default_draws_unchanged():
+    from dataclasses import replace
+
+    atlas = make_atlas(n_regions=400)
+    base = settings(n_mixtures=60)
+    plain = simulate_methylation(atlas, base, seed=3)
+    again = simulate_methylation(atlas, replace(base, panel_fraction=0.0), seed=3)
+    np.testing.assert_array_equal(plain["coverage"], again["coverage"])  # the option off: the same draws
+    panel = simulate_methylation(atlas, replace(base, panel_fraction=0.5, panel_share_range=(0.05, 0.1)), seed=3)
+    covered = (panel["coverage"] > 0).mean(axis=1)
+    is_panel = covered <= 0.12
+    assert 15 <= is_panel.sum() <= 45  # about half
+    assert np.all(covered[is_panel] >= 0.02)
+    depth = panel["coverage"][is_panel].sum(axis=1) / (panel["coverage"][is_panel] > 0).sum(axis=1)
+    assert np.all((depth >= 5) & (depth <= 1100))
+    assert np.all(np.isnan(panel["features"][panel["coverage"] == 0]))
+    np.testing.assert_array_equal(panel["proportions"], plain["proportions"])
+    again = simulate_methylation(atlas, replace(base, panel_fraction=0.5, panel_share_range=(0.05, 0.1)), seed=3)
+    np.testing.assert_array_equal(panel["features"], again["features"])

@@ -174,8 +174,16 @@ def test_calls_for_an_rna_model_and_globs_without_match_are_refused(tmp_path):
         deconvolve_file(ckpt, str(tmp_path / "*.cov.gz"), tmp_path / "o.csv")
     reads = tmp_path / "r.pt"
     save_checkpoint(ReadAwareNNLSModel(atlas).checkpoint(), reads)
-    with pytest.raises(DeconflowError, match="reads on only 1 of 50 atlas regions; at least 10"):
-        deconvolve_file(reads, path, tmp_path / "o.csv", min_overlap=10)
+    # one covered region is read (no fixed floor), but only if it is a marker of some type
+    from deconflow.read_evidence import marker_regions
+
+    markers = marker_regions(atlas.to_numpy())
+    plain = int(np.flatnonzero(~markers.any(axis=1))[0])
+    start = int(atlas.index[plain].split(":")[1].split("-")[0])
+    lonely = tmp_path / "lonely.cov"
+    write_calls(lonely, ["chr1"], [start + 1], [1], [2], "bismark")
+    with pytest.raises(DeconflowError, match="calls on 1 atlas regions, but none .* is a marker region of any atlas cell type"):
+        deconvolve_file(reads, lonely, tmp_path / "o.csv", min_overlap=10)
     twin = tmp_path / "sub" / "s.cov"
     twin.parent.mkdir()
     write_calls(twin, ["chr1"], [1000], [1], [2], "bismark")

@@ -1,7 +1,6 @@
-"""Read-aware NNLS (model ``nnls_reads``): exact recovery, reads weight the fit, absent types drop out."""
+"""Read-aware NNLS (model ``nnls_reads``): exact recovery, reads weight the fit, a test keeps types."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from deconflow.errors import DeconflowError
@@ -10,7 +9,8 @@ from deconflow.io import MixtureSet
 from deconflow.methylation import simulate_methylation
 from deconflow.models import from_checkpoint
 from deconflow.models.nnls import nnls_proportions
-from deconflow.models.nnls_reads import ReadAwareNNLSModel, fit, read_aware_nnls
+from deconflow.models.nnls_reads import ReadAwareNNLSModel, fit
+from deconflow.read_evidence import read_fit
 
 from test_methylation import make_atlas, settings
 
@@ -21,7 +21,7 @@ def test_noise_free_mixture_is_recovered_exactly_with_absent_types_exactly_zero(
     truth[[0, 2, 5]] = [0.6, 0.3, 0.1]
     x = atlas.to_numpy() @ truth
     coverage = np.random.default_rng(0).integers(1, 30, size=x.shape)
-    predicted = read_aware_nnls(atlas.to_numpy(), x[None, :], coverage[None, :])[0]
+    predicted = ReadAwareNNLSModel(atlas).predict_with_coverage(x[None, :], coverage[None, :])[0]
     np.testing.assert_allclose(predicted, truth, atol=1e-9)
     assert np.all(predicted[truth == 0] == 0)
 
@@ -34,13 +34,14 @@ def test_regions_with_more_reads_count_more():
     p_second = np.array([0.3, 0.7, 0, 0, 0, 0, 0, 0])
     first = np.arange(200) < 100
     x = np.where(first, S @ p_first, S @ p_second)
-    deep_first = np.where(first, 50, 1)
-    deep_second = np.where(first, 1, 50)
     unweighted = nnls_proportions(S, x[None, :])[0]
-    favour_first = read_aware_nnls(S, x[None, :], deep_first[None, :], wald_threshold=0)[0]
-    favour_second = read_aware_nnls(S, x[None, :], deep_second[None, :], wald_threshold=0)[0]
-    # equal reads everywhere is plain NNLS
-    np.testing.assert_allclose(read_aware_nnls(S, x[None, :], np.full((1, 200), 7), wald_threshold=0)[0], unweighted, atol=1e-9)
+
+    def fitted(coverage):
+        coef = read_fit(S, x, coverage)["coef"]
+        return coef / coef.sum()
+
+    favour_first = fitted(np.where(first, 500, 1))
+    favour_second = fitted(np.where(first, 1, 500))
     assert np.abs(favour_first - p_first).sum() < 0.5 * np.abs(unweighted - p_first).sum()
     assert np.abs(favour_second - p_second).sum() < 0.5 * np.abs(unweighted - p_second).sum()
     assert favour_first[0] > unweighted[0] > favour_second[0]
@@ -54,16 +55,17 @@ def test_uncovered_regions_drop_out():
     coverage[:40] = 0
     garbage = x.copy()
     garbage[:40] = np.nan  # no reads: no fraction
-    np.testing.assert_allclose(read_aware_nnls(atlas.to_numpy(), garbage[None], coverage[None])[0], truth, atol=1e-9)
-    nothing = read_aware_nnls(atlas.to_numpy(), np.full((1, 150), np.nan), np.zeros((1, 150)))[0]
-    np.testing.assert_allclose(nothing, 1 / 8)  # no read at all: nothing is known
+    model = ReadAwareNNLSModel(atlas)
+    np.testing.assert_allclose(model.predict_with_coverage(garbage[None], coverage[None])[0], truth, atol=1e-9)
+    nothing = model.predict_reads(np.full((1, 150), np.nan), np.zeros((1, 150)), np.zeros((1, 8), dtype=bool), np.zeros((1, 8), dtype=bool))[0]
+    assert np.isnan(nothing).all()  # no read at all: no type has evidence
 
 
 def test_on_noisy_cfdna_mixtures_fewer_spurious_types_and_lower_error_than_nnls():
     atlas = make_atlas(n_regions=400, seed=6)
     sim = simulate_methylation(atlas, settings(n_mixtures=150, logit_sd=1.0, depth_range=(1.0, 10.0)), seed=11)
     plain = nnls_proportions(atlas.to_numpy(), sim["features"])
-    reads = read_aware_nnls(atlas.to_numpy(), sim["features"], sim["coverage"])
+    reads = ReadAwareNNLSModel(atlas).predict_with_coverage(sim["features"], sim["coverage"])
     m_plain = compute_metrics(sim["proportions"], plain, atlas.columns)
     m_reads = compute_metrics(sim["proportions"], reads, atlas.columns)
     np.testing.assert_allclose(reads.sum(axis=1), 1.0, atol=1e-12)
@@ -76,15 +78,15 @@ def test_fit_checkpoint_round_trip_and_methylation_only():
     sim = simulate_methylation(atlas, settings(n_mixtures=20), seed=3)
     train = MixtureSet(sim["features"], sim["proportions"], atlas.index.to_numpy(), atlas.columns.to_numpy(),
                        np.arange(20).astype(str), {"normalization": "beta"})
-    model = fit(train, None, atlas, {"read_fit": {"wald_threshold": 3.0}})
-    assert model.settings["wald_threshold"] == 3.0
+    model = fit(train, None, atlas, {"methylation_evidence": {"false_call_rate": 0.01, "tissues": {"blood": ["granulocyte", "T-cell"]}}})
+    assert model.settings["false_call_rate"] == 0.01 and model.tissues == {"blood": ["granulocyte", "T-cell"]}
     again = from_checkpoint(model.checkpoint())
-    assert isinstance(again, ReadAwareNNLSModel)
+    assert isinstance(again, ReadAwareNNLSModel) and again.tissues == model.tissues
     np.testing.assert_array_equal(again.predict_with_coverage(sim["features"], sim["coverage"]),
                                   model.predict_with_coverage(sim["features"], sim["coverage"]))
     rna = MixtureSet(sim["features"], sim["proportions"], atlas.index.to_numpy(), atlas.columns.to_numpy(),
                      np.arange(20).astype(str), {"normalization": "cpm"})
     with pytest.raises(DeconflowError, match="methylation"):
         fit(rna, None, atlas, {})
-    with pytest.raises(DeconflowError, match="unknown read_fit settings"):
-        fit(train, None, atlas, {"read_fit": {"wald": 3}})
+    with pytest.raises(DeconflowError, match="unknown methylation_evidence settings"):
+        fit(train, None, atlas, {"methylation_evidence": {"wald": 3}})

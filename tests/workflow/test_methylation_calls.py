@@ -51,7 +51,7 @@ def test_call_files_through_pipeline_and_cli(tmp_path, embedded_resources):
     pipeline = {model: pd.read_csv(work / out, index_col=0) for model, out in zip(("nnls", "nnls_reads"), outputs)}
     assert list(pipeline["nnls_reads"].index) == ["plasma_a", "plasma_b", "plasma_c"]
     log = (work / "logs/mycfdna/deconvolve_bulk/bulk/nnls_reads.log").read_text()
-    assert "calls/plasma_a.cov.gz: reads on" in log
+    assert "calls/plasma_a.cov.gz: calls on" in log
     expected = ReadAwareNNLSModel(atlas).predict_with_coverage(sim["features"], sim["coverage"])
     np.testing.assert_allclose(pipeline["nnls_reads"].to_numpy(), expected, atol=1e-6)  # CSV: 8 significant digits
     for model in ("nnls", "nnls_reads"):
@@ -62,3 +62,6 @@ def test_call_files_through_pipeline_and_cli(tmp_path, embedded_resources):
         )
         assert cli.returncode == 0, cli.stderr
         assert (work / f"cli_{model}.csv").read_bytes() == (work / outputs[("nnls", "nnls_reads").index(model)]).read_bytes()
+        rule_folder = work / outputs[("nnls", "nnls_reads").index(model)]
+        for name in ("tissues.csv", "detection.csv"):  # the read test's tables: the same bytes too
+            assert (work / name).read_bytes() == rule_folder.with_name(name).read_bytes(), name

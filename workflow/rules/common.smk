@@ -141,6 +141,7 @@ MODEL_CODE = library_files(
     "models/nnls",
     "signature",
     "normalize",
+    "read_evidence",
 ) + [str(LIBRARY / "models" / "{model}.py")]
 
 
@@ -323,9 +324,9 @@ def linear_fit_settings(wildcards):
 
 
 def baseline_settings(wildcards):
-    """Settings of a non-learned fit: `linear_fit` (nnls, RNA) or `read_fit` (nnls_reads)."""
+    """Settings of a non-learned fit: `linear_fit` (nnls, RNA) or `methylation_evidence` (nnls_reads)."""
     if wildcards.model in USES_READ_FIT:
-        return {"read_fit": dict(config.get("read_fit", {}))}
+        return {"methylation_evidence": methylation_evidence_settings(wildcards)}
     return linear_fit_settings(wildcards)
 
 
@@ -635,6 +636,14 @@ def calibration_settings(wildcards):
 
 def interval_level(wildcards):
     return float(config.get("intervals", {}).get("level", 0.9))
+
+
+def methylation_evidence_settings(wildcards):
+    """`methylation_evidence` (evidence rule, detection test, `tissues`) of methylation datasets
+    (empty for RNA ones, so that editing it reruns no RNA job)."""
+    if dataset_config(wildcards).get("modality") != "methylation":
+        return {}
+    return dict(config.get("methylation_evidence") or {})
 
 
 def qc_settings(wildcards):

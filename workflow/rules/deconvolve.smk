@@ -61,5 +61,6 @@ rule deconvolve_bulk:
         level=interval_level,
         qc=qc_settings,
         absolute=absolute_fractions,
+        methylation_evidence=methylation_evidence_settings,
     script:
         "../scripts/deconvolve_bulk.py"

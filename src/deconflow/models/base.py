@@ -94,6 +94,17 @@ class FittedModel(ABC):
         the others only see the fractions, uncovered regions as NaN (``predict_partial``)."""
         return self.predict_partial(features)
 
+    def atlas_betas(self) -> np.ndarray | None:
+        """Regions x types betas of a methylation model's atlas (None for RNA models)."""
+        return None
+
+    def predict_reads(self, features: np.ndarray, coverage: np.ndarray, evidence: np.ndarray, supported: np.ndarray) -> np.ndarray:
+        """Methylation samples with their reads (``deconflow.read_evidence``): ``evidence``
+        (samples x types, bool) marks the types whose markers the sample covers, ``supported`` the
+        types its read test detects. Types without evidence are NaN ("no evidence", not 0); the
+        others sum to 1. Default: :meth:`predict_with_coverage` masked and renormalised."""
+        return restrict_to_evidence(self.predict_with_coverage(features, coverage), evidence)
+
     def predict_quiet(self, features: np.ndarray) -> np.ndarray:
         """``predict_partial`` without per-call log lines (used for the many gene-masked
         replicates of ``deconflow.trust``)."""
@@ -209,3 +220,13 @@ def predict_in_batches(proportions_fn, features: np.ndarray, n_types: int, batch
         for start in range(0, len(features), batch_size):
             out.append(proportions_fn(torch.from_numpy(features[start : start + batch_size])).double().numpy())
     return np.concatenate(out) if out else np.zeros((0, n_types))
+
+
+def restrict_to_evidence(proportions: np.ndarray, evidence: np.ndarray) -> np.ndarray:
+    """NaN where ``evidence`` is False, the rest renormalised to sum 1 (samples x types); a
+    sample whose mass was all on types without evidence gets uniform shares over the others."""
+    proportions = np.where(evidence, np.asarray(proportions, dtype=np.float64), 0.0)
+    totals = proportions.sum(axis=1, keepdims=True)
+    uniform = evidence / np.maximum(evidence.sum(axis=1, keepdims=True), 1)
+    out = np.where(totals > 0, proportions / np.where(totals > 0, totals, 1.0), uniform)
+    return np.where(evidence, out, np.nan)

@@ -58,7 +58,7 @@ from scipy.optimize import nnls
 
 from ..errors import DeconflowError
 from ..signature import select_marker_genes
-from .base import FittedModel
+from .base import FittedModel, restrict_to_evidence
 
 log = logging.getLogger(__name__)
 
@@ -467,6 +467,15 @@ class NNLSModel(FittedModel):
 
     def used_features(self) -> np.ndarray:
         return self.rows
+
+    def atlas_betas(self) -> np.ndarray | None:
+        return self.signature if self.normalization == "beta" else None
+
+    def predict_reads(self, features: np.ndarray, coverage: np.ndarray, evidence: np.ndarray, supported: np.ndarray) -> np.ndarray:
+        """Plain NNLS of the fractions on the types with evidence only (the reads are not used
+        as weights: that is ``nnls_reads``); the others NaN."""
+        p = nnls_proportions(self.signature / self.scale, np.atleast_2d(features) / self.scale, columns=evidence)
+        return restrict_to_evidence(p, evidence)
 
     def relative_residual(self, features: np.ndarray) -> np.ndarray:
         """||W½(x - S·m)|| / ||W½·x|| of the weighted NNLS over each sample's observed rows
