@@ -32,7 +32,11 @@ Per sample: the share of the features the model uses that the bulk has; the rela
 of the model's own signature fit (``FittedModel.relative_residual``: NNLS its weighted marker
 fit, HP-VADE its all-gene fit, the one its out-of-distribution test uses; NaN for models without
 a signature fit, e.g. Scaden) and its percentile among the validation mixtures' residuals;
-whether a fallback or correction was applied; and ``flag``: ``;``-separated reasons
+whether a fallback or correction was applied; ``adaptation``: how the model was adapted to the
+cohort before answering the sample (``platform``: per-gene platform factors and the genes the bulk
+has; ``genes_only``: a cohort too small for factors, only the genes; ``none``: not adapted, e.g.
+off, a sample within the trained model's own distribution, or a model without an adaptation step;
+``deconflow.models.adaptation``); and ``flag``: ``;``-separated reasons
 (``low_overlap``, ``residual_beyond_validation``, ``ood_fallback``, ``implausible_<type>``).
 """
 
@@ -59,7 +63,8 @@ CALIBRATION_FORMAT = 2
 #: rows (samples x replicates) handed to the model at once: batched models amortise their fixed
 #: per-call cost (HP-VADE's NNLS iterations), NNLS solves each mask's rows with one design
 REPLICATE_CHUNK_ROWS = 4096
-QC_COLUMNS = ["sample_id", "feature_overlap", "relative_residual", "residual_percentile", "fallback", "cell_mrna", "flag"]
+QC_COLUMNS = ["sample_id", "feature_overlap", "relative_residual", "residual_percentile", "fallback", "adaptation", "cell_mrna",
+              "flag"]
 
 
 def gene_masks(n_features: int, replicates: int, drop_fraction: float, seed: int) -> np.ndarray:
@@ -305,7 +310,8 @@ def qc_table(model, features: np.ndarray, sample_ids, proportions: np.ndarray, c
         flags.append(";".join(reasons))
     return pd.DataFrame({"sample_id": np.asarray(sample_ids).astype(str), "feature_overlap": overlap,
                          "relative_residual": residual, "residual_percentile": percentile,
-                         "fallback": fallback.astype(bool), "cell_mrna": bool(cell_mrna_applied), "flag": flags},
+                         "fallback": fallback.astype(bool), "adaptation": np.asarray(model.adaptation_kinds(features)).astype(str),
+                         "cell_mrna": bool(cell_mrna_applied), "flag": flags},
                         columns=QC_COLUMNS)
 
 

@@ -14,6 +14,7 @@ with script_logging(snakemake.log[0]) as log:
     table = deconvolve_file(
         inputs.model, bulk if len(bulk) > 1 else bulk[0], snakemake.output.proportions, snakemake.params.min_overlap,
         intervals=snakemake.params.level, qc=True, calibration=inputs.get("calibration") or None,
+        adapt=dict(snakemake.params.adapt), mixtures=inputs.get("mixtures") or None,
         **snakemake.params.qc, **settings,
     )
     log.info("proportions:\n%s", table.round(3).to_string())
