@@ -37,7 +37,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import DeconflowError
-from .adaptation import adapt_settings, cohort_genes, platform_factors
 from .base import FittedModel, Learner, LearnerContext, predict_in_batches
 from .nnls import LINEAR_FIT_DEFAULTS, NNLSModel, batched_nnls, linear_fit_design, sibling_split_design, split_siblings_in_cells
 
@@ -649,6 +648,9 @@ class HPVADEModel(FittedModel):
         Deterministic: seeded, on CPU (run inside ``deconflow.threads.fixed_threads``).
         Raises DeconflowError when adaptation is on and ``mixtures`` is None.
         """
+        # imported here: only deconvolution uses it (the rules that train or evaluate do not list it)
+        from .adaptation import adapt_settings, cohort_genes, platform_factors
+
         settings = adapt_settings(settings)
         if not settings["enabled"]:
             return self, "none", "adaptation to the cohort is off"
