@@ -37,8 +37,11 @@ bench: $(STAMP)
 
 # what was tried to make HP-VADE hold up on real bulk, on every cohort with truth (DAISM
 # calibration, Monaco 2019) and their mean (needs `make run` first)
+# the cohorts of ../shared/realbulk (Monaco 2019, SDY67) with the DAISM calibration cohort, when that folder exists
+REALBULK ?= ../shared/realbulk
 bench-real: $(STAMP)
-	$(ENV) python -m deconflow.benchmarks.real_bulk --results results/pbmc --dataset pbmc
+	$(ENV) python -m deconflow.benchmarks.real_bulk --results results/pbmc --dataset pbmc --adapt-timing \
+		$(if $(wildcard $(REALBULK)/sdy67/truth.tsv),--bulk daism --realbulk $(REALBULK),)
 
 # methylation models on real bisulfite reads (../shared/methsets, never copied here; needs the
 # cfdna checkpoints of `make run`): Roadmap tissues and mixtures, celfie sorted blood cells,

@@ -26,7 +26,8 @@ def _deconvolve(args) -> None:
                                 calibration=args.calibration, plausible_fractions=_plausible(args.plausible),
                                 min_overlap_fraction=args.min_overlap_fraction, min_reads=args.min_reads,
                                 min_nonzero_fraction=args.min_nonzero_fraction, other_cells=args.other_cells,
-                                absolute=args.absolute,
+                                absolute=args.absolute, adapt=_adapt(args),
+                                mixtures=args.mixtures or _default_mixtures(args.model),
                                 methylation_evidence={"false_call_rate": args.false_call_rate}, **_bulk_settings(args))
     print(table.round(4).to_string())
 
@@ -48,6 +49,19 @@ def _bulk_settings(args) -> dict:
         "tx2gene": args.tx2gene,
         "cell_mrna": args.cell_mrna,
     }
+
+
+def _adapt(args) -> dict:
+    """Adaptation settings (config keys `deconvolution.adapt`, `deconvolution.adapt_min_samples`)."""
+    return {"enabled": not args.no_adapt, "min_samples": args.adapt_min_samples}
+
+
+def _default_mixtures(model_path) -> str | None:
+    """results/<dataset>/pseudobulk/train.h5 of the run that wrote results/<dataset>/models/<model>/checkpoint_best.pt."""
+    from pathlib import Path
+
+    path = Path(model_path).resolve().parents[2] / "pseudobulk" / "train.h5"
+    return str(path) if path.is_file() else None
 
 
 def _plausible(items) -> dict:
@@ -141,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--absolute", action="store_true",
                    help="RNA: write absolute fractions to --out: the reference's types x (1 - other cells) and an "
                         "`other cells` column, summing to 1 (config key `other_cells.absolute_fractions`)")
+    p.add_argument("--no-adapt", action="store_true",
+                   help="do not adapt the learned model (hpvade) to the bulk's genes and platform (config `deconvolution.adapt`)")
+    p.add_argument("--adapt-min-samples", type=int, default=3,
+                   help="fewer samples: adapt to the bulk's genes only, no per-gene platform factors (default 3)")
+    p.add_argument("--mixtures", default=None,
+                   help="training mixtures the model is adapted with (default: ../../pseudobulk/train.h5 from --model)")
     p.set_defaults(func=_deconvolve)
     p = sub.add_parser("monitor", help="print the latest epochs of a training_log.csv")
     p.add_argument("history", help="results/{dataset}/models/{model}/training_log.csv")

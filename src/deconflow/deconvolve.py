@@ -11,12 +11,14 @@ import pandas as pd
 from .depth import COUNT_FORMATS, log_depth, sample_depth, values_are_counts
 from .cell_content import checkpoint_cell_size, read_cell_mrna, to_bulk_cell_fractions
 from .errors import DeconflowError
-from .io import read_bulk, write_table
+from .evaluation import features_for_model
+from .io import read_bulk, read_mixtures, write_table
 from .io.bulks import expand_bulk_paths, read_rna_bulk
 from .io.genes import match_bulk_genes, overlap_fix, read_gene_table, strip_version
 from .io.methylation_calls import FORMATS as METHYLATION_CALL_FORMATS, calls_format, read_methylation_samples
 from .io.references import reference_gene_aliases
 from .models import FittedModel, from_checkpoint, read_checkpoint
+from .models.adaptation import adapt_settings
 from .normalize import CPM_SCALE, LOG_SCALE_MAX, looks_log_scaled
 from .other_cells import OTHER_CELLS_DEFAULTS, absolute_fractions, other_cells_table, read_other_cells
 from .other_cells import default_path as default_other_cells_path
@@ -196,7 +198,8 @@ def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bu
                     plausible_fractions: dict | None = None, min_overlap_fraction: float = QC_DEFAULTS["min_overlap_fraction"],
                     min_reads: float = QC_DEFAULTS["min_reads"], min_nonzero_fraction: float = QC_DEFAULTS["min_nonzero_fraction"],
                     other_cells=None, absolute: bool = OTHER_CELLS_DEFAULTS["absolute_fractions"],
-                    methylation_evidence: dict | None = None, **rna_settings) -> pd.DataFrame:
+                    methylation_evidence: dict | None = None, adapt: dict | bool | None = None, mixtures=None,
+                    **rna_settings) -> pd.DataFrame:
     """Model checkpoint + bulk file(s) -> proportions CSV (samples x cell types).
 
     RNA models: ``bulk_path`` is a path, glob, folder or list in any format of
@@ -216,7 +219,12 @@ def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bu
     and betas tables): each cell type is fitted when the sample covers its markers, the others
     are NaN; ``methylation_evidence`` (config section of that name, with ``tissues``) sets the
     rule and the detection test, and ``tissues.csv`` / ``detection.csv`` are written beside
-    the proportions (``methylation_read_tables``). Runs on ``deconflow.threads.NUMERICAL_THREADS`` threads: the same bytes on any machine.
+    the proportions (``methylation_read_tables``).
+    ``adapt`` (RNA models with an adaptation step, HP-VADE): settings of
+    ``deconflow.models.adaptation.ADAPT_DEFAULTS`` (True / None: the defaults, on; False: off);
+    ``mixtures``: the model's training mixtures (``pseudobulk/train.h5``) it is adapted with. The
+    bulk's truth is never read here.
+    Runs on ``deconflow.threads.NUMERICAL_THREADS`` threads: the same bytes on any machine.
     """
     checkpoint = read_checkpoint(model_path)
     model = from_checkpoint(checkpoint)
@@ -267,6 +275,7 @@ def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bu
     features, n_shared = align_bulk(bulk, model, min_overlap, source=source)
     log.info("%d of %d model features matched in %s (%d samples)", n_shared, len(model.feature_names), source, bulk.shape[1])
     plausible = parse_plausible(plausible_fractions, model.cell_types, "plausible_fractions")
+    model, _ = adapt_to_cohort(model, features, adapt, mixtures)
     proportions = model.predict_partial(features)
     convert = None
     if content is not None:
@@ -304,6 +313,27 @@ def _other_cells(model: FittedModel, model_path, features: np.ndarray, path, qc:
         return None
     calibration = read_other_cells(path, model.cell_types)
     return other_cells_table(calibration, features, model.feature_names, level if level is not None else 0.9)
+
+
+def adapt_to_cohort(model: FittedModel, features: np.ndarray, adapt: dict | bool | None, mixtures) -> tuple[FittedModel, str]:
+    """(model to answer with, adaptation kind) for the aligned bulk ``features`` (samples x model
+    features): ``FittedModel.adapted`` with the training mixtures read from ``mixtures`` (a path)
+    when the model has an adaptation step and ``adapt`` is on; ``(model, "none")`` otherwise."""
+    settings = adapt_settings(adapt if isinstance(adapt, dict) else {"enabled": adapt is not False})
+    if not settings["enabled"] or not getattr(model, "adapts", False):
+        return model, "none"
+    if mixtures is None:
+        raise DeconflowError(None, f"adapting {model.name} to the bulk needs the training mixtures it was trained on",
+                             "pass --mixtures results/<dataset>/pseudobulk/train.h5, or --no-adapt")
+    train = read_mixtures(mixtures, expect_normalization=model.normalization)
+    try:
+        train_x = features_for_model(train, model)
+    except ValueError as exc:
+        raise DeconflowError(mixtures, f"these mixtures were not made for this model ({exc})",
+                             "pass the train.h5 of the run that trained the checkpoint (results/<dataset>/pseudobulk/train.h5)") from None
+    model, kind, note = model.adapted(features, (train_x, train.proportions), settings)
+    log.info("%s", note)
+    return model, kind
 
 
 def _write_all(table: pd.DataFrame, extra: dict, out_path) -> None:

@@ -20,3 +20,7 @@ USES_LINEAR_FIT: frozenset[str] = frozenset({"nnls", "hpvade"})
 
 #: Models whose fit uses the ``methylation_evidence`` config section (methylation read counts).
 USES_READ_FIT: frozenset[str] = frozenset({"nnls_reads"})
+
+#: Models with an adaptation step at deconvolution time (``FittedModel.adapted``,
+#: ``deconflow.models.adaptation``): their ``deconvolve_bulk`` jobs read the training mixtures.
+ADAPTS_TO_BULK: frozenset[str] = frozenset({"hpvade"})

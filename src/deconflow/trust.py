@@ -32,7 +32,11 @@ Per sample: the share of the features the model uses that the bulk has; the rela
 of the model's own signature fit (``FittedModel.relative_residual``: NNLS its weighted marker
 fit, HP-VADE its all-gene fit, the one its out-of-distribution test uses; NaN for models without
 a signature fit, e.g. Scaden) and its percentile among the validation mixtures' residuals;
-whether a fallback or correction was applied; for RNA models the fraction of cells of no
+whether a fallback or correction was applied; ``adaptation``: how the model was adapted to the
+cohort before answering the sample (``platform``: per-gene platform factors and the genes the bulk
+has; ``genes_only``: a cohort too small for factors, only the genes; ``none``: not adapted, e.g.
+off, a sample within the trained model's own distribution, or a model without an adaptation step;
+``deconflow.models.adaptation``); for RNA models the fraction of cells of no
 reference type with its interval (``other_cells``, ``other_cells_lower``, ``other_cells_upper``:
 ``deconflow.other_cells``); and ``flag``: ``;``-separated reasons
 (``low_overlap``, ``residual_beyond_validation``, ``ood_fallback``, ``implausible_<type>``, ``cells_outside_reference``).
@@ -69,7 +73,8 @@ CALIBRATION_FORMAT = 2
 #: rows (samples x replicates) handed to the model at once: batched models amortise their fixed
 #: per-call cost (HP-VADE's NNLS iterations), NNLS solves each mask's rows with one design
 REPLICATE_CHUNK_ROWS = 4096
-QC_COLUMNS = ["sample_id", "feature_overlap", "relative_residual", "residual_percentile", "fallback", "cell_mrna", "flag"]
+QC_COLUMNS = ["sample_id", "feature_overlap", "relative_residual", "residual_percentile", "fallback", "adaptation", "cell_mrna",
+              "flag"]
 #: depth columns of the quality row (``deconflow.depth``), after QC_COLUMNS
 DEPTH_COLUMNS = ["reads", "nonzero_features", "profile_distance"]
 #: RNA models' qc rows also hold the fraction of cells of no reference type (``deconflow.other_cells``)
@@ -345,7 +350,8 @@ def qc_table(model, features: np.ndarray, sample_ids, proportions: np.ndarray, c
         flags.append(";".join(reasons))
     return pd.DataFrame({"sample_id": np.asarray(sample_ids).astype(str), "feature_overlap": overlap,
                          "relative_residual": residual, "residual_percentile": percentile,
-                         "fallback": fallback.astype(bool), "cell_mrna": bool(cell_mrna_applied), "flag": flags,
+                         "fallback": fallback.astype(bool), "adaptation": np.asarray(model.adaptation_kinds(features)).astype(str),
+                         "cell_mrna": bool(cell_mrna_applied), "flag": flags,
                          "reads": reads, "nonzero_features": nonzero, "profile_distance": distance},
                         columns=QC_COLUMNS + DEPTH_COLUMNS)
 

@@ -71,7 +71,8 @@ def test_gpu_checkpoint_deconvolves_in_a_process_without_gpu(tmp_path):
             env["CUDA_VISIBLE_DEVICES"] = visible
         target = tmp_path / f"{label}.csv"
         done = subprocess.run([sys.executable, "-m", "deconflow.cli", "deconvolve", "--model", str(out["best"]), "--bulk", str(bulk),
-                               "--out", str(target), "--min-overlap", "10"], env=env, capture_output=True, text=True)
+                               "--out", str(target), "--min-overlap", "10", "--mixtures", str(paths["train"])],
+                              env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
         written[label] = target.read_bytes()
     assert written["no_gpu"] == written["gpu"]

@@ -94,6 +94,7 @@ def test_mean_over_cohorts_weights_each_cohort_once_and_keeps_val_columns_once()
                         "val_ccc": [0.8, 0.95, 0.4], "val_mae": [0.03, 0.01, 0.1]})
     table = mean_over_cohorts({"daism": daism, "monaco": monaco}, val).set_index("variant")
     assert list(table.index) == ["nnls", "hpvade", "calibrated", "val only"]
+    # no variant here reported its fallback share: no such column
     assert list(table.columns) == ["ccc", "mean_group_r", "mae", "val_r", "val_ccc", "val_mae"]
     np.testing.assert_allclose(table.loc["nnls", ["ccc", "mean_group_r", "mae"]], [0.7, 0.6, 0.07])
     np.testing.assert_allclose(table.loc["hpvade", ["ccc", "mean_group_r", "mae"]], [0.6, 0.7, 0.08])

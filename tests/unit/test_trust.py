@@ -107,7 +107,8 @@ def test_bulk_missing_most_model_genes_is_flagged_low_overlap(calibrated, tmp_pa
     full = pd.read_csv(tmp_path / "full" / "qc.csv", keep_default_na=False)
     partial = pd.read_csv(tmp_path / "partial" / "qc.csv", keep_default_na=False)
     assert list(partial.columns) == ["sample_id", "feature_overlap", "relative_residual", "residual_percentile", "fallback",
-                                     "cell_mrna", "flag", "reads", "nonzero_features", "profile_distance"]
+                                     "adaptation", "cell_mrna", "flag", "reads", "nonzero_features", "profile_distance"]
+    assert (partial["adaptation"] == "none").all()  # nnls has no adaptation step
     assert partial["feature_overlap"].tolist() == pytest.approx([0.2] * 3) and partial["flag"].str.contains("low_overlap").all()
     assert (full["feature_overlap"] == 1.0).all() and not full["flag"].str.contains("low_overlap").any()
     assert (full["relative_residual"] > 0).all() and full["residual_percentile"].between(0, 100).all()

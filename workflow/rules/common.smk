@@ -7,7 +7,7 @@ from snakemake.exceptions import WorkflowError
 from deconflow.errors import DeconflowError
 from deconflow.io.bulks import expand_bulk_paths
 from deconflow.peers import PEERS as PEER_SPECS
-from deconflow.registry import MODULES, USES_LINEAR_FIT, USES_READ_FIT
+from deconflow.registry import ADAPTS_TO_BULK, MODULES, USES_LINEAR_FIT, USES_READ_FIT
 from deconflow.truth import named_bulks
 
 LIBRARY = Path(workflow.basedir) / "src" / "deconflow"
@@ -382,6 +382,7 @@ DECONVOLUTION_CODE = MODEL_CODE + library_files(
     "deconvolve",
     "cell_content",
     "normalize",
+    "models/adaptation",
 )
 
 

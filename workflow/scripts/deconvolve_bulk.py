@@ -15,6 +15,7 @@ with script_logging(snakemake.log[0]) as log:
         inputs.model, bulk if len(bulk) > 1 else bulk[0], snakemake.output.proportions, snakemake.params.min_overlap,
         intervals=snakemake.params.level, qc=True, calibration=inputs.get("calibration") or None,
         other_cells=inputs.get("other_cells") or None, absolute=snakemake.params.absolute,
+        adapt=dict(snakemake.params.adapt), mixtures=inputs.get("mixtures") or None,
         methylation_evidence=dict(snakemake.params.methylation_evidence), **snakemake.params.qc, **settings,
     )
     log.info("proportions:\n%s", table.round(3).to_string())

@@ -20,6 +20,10 @@ mixtures (``val_*``, the same for every cohort; test mixtures are never read). V
 - TAPE-style adaptation at deconvolution: the encoder fine-tuned on each cohort's unlabeled bulk
   so that the initial signature reconstructs it (the linear fit's weighted objective), anchored
   to its trained weights;
+- the pipeline's answer with the adaptation to each cohort at deconvolution time
+  (``deconflow.models.adaptation``; the CLI's default), beside the run's nnls, hpvade not adapted
+  and scaden, with the share of samples that fell back to the linear fit, and the wall time of
+  adapting 20 and 100 samples (``--adapt-timing``);
 - a per-group scale calibration fitted on labelled samples, scored leave-one-sample-out. This
   uses the cohort's truth, so it is only a diagnostic of how much of the error is a per-group
   scale bias (it is not a mode of the pipeline).
@@ -29,6 +33,10 @@ deconvolution does (``--no-cell-mrna``: calibrated to the reference for every co
 cohort without such a table is scored on the reference-calibrated fractions either way.
 
     python -m deconflow.benchmarks.real_bulk --results results/pbmc --dataset pbmc [--bulk daism monaco]
+        [--realbulk ../shared/realbulk] [--only-adaptation]
+
+``--realbulk DIR`` adds the cohorts of ``DIR/monaco2019`` and ``DIR/sdy67`` (``bulk.tsv.gz``,
+``truth.tsv``; read where they are, never copied), scored on ``REALBULK_GROUPS``.
 """
 
 from __future__ import annotations
@@ -121,10 +129,29 @@ class Cohort:
         return cls(name, entry, bulk, groups, renormalise_rows(truth[groups]).to_numpy(), reference_size, content)
 
     @classmethod
+    def from_folder(cls, name: str, folder) -> "Cohort":
+        """A cohort of ``../shared/realbulk`` (``bulk.tsv.gz`` + ``truth.tsv``), scored on
+        ``REALBULK_GROUPS`` (its ``Unknown`` column left out); DeconflowError when absent."""
+        from pathlib import Path
+
+        folder = Path(folder)
+        if not (folder / "bulk.tsv.gz").is_file() or not (folder / "truth.tsv").is_file():
+            raise DeconflowError(folder, "no bulk.tsv.gz / truth.tsv here", "pass --realbulk the folder holding monaco2019/ and sdy67/")
+        entry = {"path": str(folder / "bulk.tsv.gz"), "truth": str(folder / "truth.tsv"), "truth_groups": REALBULK_GROUPS}
+        bulk = read_bulk(entry["path"])
+        truth = read_truth(entry["truth"]).loc[bulk.columns.astype(str)]
+        return cls(name, entry, bulk, list(REALBULK_GROUPS), renormalise_rows(truth[list(REALBULK_GROUPS)]).to_numpy())
+
+    @classmethod
     def load_all(cls, args: argparse.Namespace, reference_size=None, cell_types=None) -> list["Cohort"]:
-        """Every cohort ``args`` name (``add_arguments``), in order."""
-        return [cls.load(args.config, args.dataset, name, reference_size, cell_types)
-                for name in cls.names(args.config, args.dataset, args.bulk)]
+        """Every cohort ``args`` name (``add_arguments``), in order, then those of ``--realbulk``."""
+        cohorts = []
+        if args.bulk != []:
+            cohorts = [cls.load(args.config, args.dataset, name, reference_size, cell_types)
+                       for name in cls.names(args.config, args.dataset, args.bulk)]
+        if getattr(args, "realbulk", None):
+            cohorts += [cls.from_folder(name, f"{args.realbulk}/{name}") for name in REALBULK_COHORTS]
+        return cohorts
 
     @staticmethod
     def any_cell_mrna(args: argparse.Namespace) -> bool:
@@ -142,6 +169,12 @@ class Cohort:
             proportions = to_bulk_cell_fractions(proportions, self.reference_size, self.content)
         frame = pd.DataFrame(proportions, columns=cell_types)
         return renormalise_rows(group_sums(frame, self.entry["truth_groups"])).to_numpy()
+
+
+#: the cohorts of ``--realbulk`` and the reference types summed into their flow-cytometry groups
+REALBULK_COHORTS = ("monaco2019", "sdy67")
+REALBULK_GROUPS = {"Monocytes": ["Monocytes", "mDC", "pDC"], "CD4Tcells": ["T cells CD4 conv", "Tregs"],
+                   "CD8Tcells": ["T cells CD8"], "Bcells": ["B cells", "Plasma cells"], "NK": ["NK cells"]}
 
 
 def _dataset_config(config_path, dataset: str) -> dict:
@@ -314,18 +347,21 @@ class Scores:
         self.real = {data.cohort.name: [] for data in cohorts}
         self.val, self.order = [], []
 
-    def add(self, name: str, real=None, cell_types=None, val=None) -> None:
+    def add(self, name: str, real=None, cell_types=None, val=None, fallback=None) -> None:
         """``real``: one cell-fraction matrix per cohort (samples x ``cell_types``), or None;
-        ``val``: cell fractions of the scored validation half, or None."""
+        ``val``: cell fractions of the scored validation half, or None; ``fallback``: per cohort
+        the share of samples that got the linear-fit fallback (column ``fallback``)."""
         self.add_shares(name, None if real is None else [data.cohort.shares(p, cell_types)
-                                                         for data, p in zip(self.cohorts, real)], val)
+                                                         for data, p in zip(self.cohorts, real)], val, fallback)
 
-    def add_shares(self, name: str, shares=None, val=None) -> None:
+    def add_shares(self, name: str, shares=None, val=None, fallback=None) -> None:
         """As ``add`` with group shares per cohort (samples x the cohort's groups) instead."""
         self.order.append(name)
-        for data, cohort_shares in zip(self.cohorts, shares or []):
+        for i, (data, cohort_shares) in enumerate(zip(self.cohorts, shares or [])):
             cohort = data.cohort
-            self.real[cohort.name].append({"variant": name, **group_scores(cohort_shares, cohort.measured, cohort.groups)})
+            extra = {} if fallback is None else {"fallback": fallback[i]}
+            self.real[cohort.name].append({"variant": name, **extra,
+                                           **group_scores(cohort_shares, cohort.measured, cohort.groups)})
         if val is not None:
             self.val.append({"variant": name, **pseudobulk_scores(val, self.score_p)})
 
@@ -338,7 +374,7 @@ class Scores:
 
 
 #: the real figures averaged over cohorts in the mean table
-MEAN_COLUMNS = ("ccc", "mean_group_r", "mae")
+MEAN_COLUMNS = ("ccc", "mean_group_r", "mae", "fallback")
 
 
 def mean_over_cohorts(per_cohort: dict[str, pd.DataFrame], val: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -349,12 +385,15 @@ def mean_over_cohorts(per_cohort: dict[str, pd.DataFrame], val: pd.DataFrame | N
     ``per_cohort``: cohort name -> a frame with ``variant`` and ``MEAN_COLUMNS`` columns. Variants
     keep the order of their first appearance (cohorts in order, then ``val``).
     """
-    stacked_rows = pd.concat([frame[["variant", *MEAN_COLUMNS]].assign(cohort=name) for name, frame in per_cohort.items()])
+    stacked_rows = pd.concat([frame.reindex(columns=["variant", *MEAN_COLUMNS]).assign(cohort=name)
+                              for name, frame in per_cohort.items()])
     wide = stacked_rows.pivot(index="variant", columns="cohort", values=list(MEAN_COLUMNS))
     wide = wide.reindex(columns=pd.MultiIndex.from_product([MEAN_COLUMNS, list(per_cohort)]))
-    means = pd.DataFrame({column: wide[column].mean(axis=1, skipna=False) for column in MEAN_COLUMNS})
+    means = pd.DataFrame({column: wide[column].astype(float).mean(axis=1, skipna=False) for column in MEAN_COLUMNS})
     variants = list(dict.fromkeys(list(stacked_rows["variant"]) + ([] if val is None or val.empty else list(val["variant"]))))
     table = means.reindex(variants)
+    if table["fallback"].isna().all():  # no variant reported its fallback share
+        table = table.drop(columns="fallback")
     if val is not None and not val.empty:
         table = table.join(val.set_index("variant"))
     return table.rename_axis("variant").reset_index()
@@ -419,7 +458,7 @@ def fallback_gate_rows(run: Run, cohorts: list[CohortInputs], scores: Scores, sh
     for c in cohorts:
         far = relative_residual(net, c.features) > threshold
         real.append(np.where(far[:, None], prior.predict_partial(c.features), c.hp_real))
-        notes[c.cohort.name] = f"residual > {threshold:.3f} for {int(far.sum())} of {len(far)} samples"
+        notes[c.cohort.name] = f"hpvade's fallback gate: residual > {threshold:.3f} for {int(far.sum())} of {len(far)} samples"
     scores.add(f"hpvade, linear-fit prior where residual > {threshold:.3f}", real, types, gated[0.0][0])
     for shift_sd in shift_sds:
         out, parts, exact = gated[shift_sd]
@@ -453,6 +492,66 @@ def adaptation_rows(run: Run, cohorts: list[CohortInputs], scores: Scores, specs
                    [stacked([p[0]] + c.real_parts[1:], run.run_coefs) for p, c in zip(parts, cohorts)], types)
 
 
+def cohort_adaptation_rows(run: Run, cohorts: list[CohortInputs], scores: Scores, results, weights) -> dict[str, str]:
+    """The pipeline's answers on each cohort: nnls, hpvade not adapted (the checkpoint as trained,
+    its out-of-distribution fallback included) and adapted to the cohort (``HPVADEModel.adapted``
+    with the default settings, as ``deconflow deconvolve`` does; the bulk's truth is not used), the
+    adapted model with other ``encoder_weight``s, and scaden when the run has it; ``fallback``: the
+    share of samples that got the linear fit alone. ``val_*``: the scored validation half
+    deconvolved as one cohort. Returns per cohort the adaptation's log line."""
+    from ..evaluation import features_for_model
+    from ..models.adaptation import ADAPT_DEFAULTS
+    from pathlib import Path
+
+    hp, types = run.hpvade, run.hpvade.cell_types
+    if not Path(f"{results}/pseudobulk/train.h5").is_file():
+        return {c.cohort.name: f"no {results}/pseudobulk/train.h5: the adapted hpvade is not scored" for c in cohorts}
+    train = read_mixtures(f"{results}/pseudobulk/train.h5")
+    mixtures = (features_for_model(train, hp), train.proportions)
+    scores.add("hpvade not adapted (run)", [hp.predict_partial(c.features) for c in cohorts], types, hp.predict(run.score_x),
+               fallback=[float(hp.fallback_rows(c.features).mean()) for c in cohorts])
+    adapted, notes = [], {}
+    for c in cohorts:
+        model, kind, note = hp.adapted(c.features, mixtures)
+        adapted.append(model)
+        notes[c.cohort.name] = note
+    val_model = hp.adapted(run.score_x, mixtures)[0]
+    for weight in [ADAPT_DEFAULTS["encoder_weight"]] + [w for w in weights if w != ADAPT_DEFAULTS["encoder_weight"]]:
+        for model in adapted + [val_model]:
+            model.encoder_weight = weight
+        label = "hpvade adapted (CLI default)" if weight == ADAPT_DEFAULTS["encoder_weight"] else f"hpvade adapted, encoder weight {weight}"
+        scores.add(label, [m.predict_partial(c.features) for m, c in zip(adapted, cohorts)], types, val_model.predict(run.score_x),
+                   fallback=[float(m.fallback_rows(c.features).mean()) for m, c in zip(adapted, cohorts)])
+    scaden_path = Path(f"{results}/models/scaden/checkpoint_best.pt")
+    if scaden_path.is_file():
+        scaden = load_model(scaden_path)
+        xs = [align_bulk(c.cohort.bulk, scaden, 1000, source=c.cohort.entry["path"])[0] for c in cohorts]
+        scores.add("scaden (run)", [scaden.predict_partial(x) for x in xs], scaden.cell_types, scaden.predict(run.score_x))
+    return notes
+
+
+def adaptation_timing(run: Run, cohorts: list[CohortInputs], results, sizes=(20, 100)) -> None:
+    """Wall time of adapting HP-VADE to a cohort and answering it (``adapted`` + ``predict_partial``,
+    one numerical thread as in ``deconflow deconvolve``), for cohorts of ``sizes`` samples made of
+    the real cohorts' samples (repeated in turn)."""
+    import time
+
+    from ..evaluation import features_for_model
+    from ..threads import fixed_threads
+
+    train = read_mixtures(f"{results}/pseudobulk/train.h5")
+    mixtures = (features_for_model(train, run.hpvade), train.proportions)
+    pool = np.concatenate([c.features for c in cohorts])
+    for size in sizes:
+        x = pool[np.arange(size) % len(pool)]
+        with fixed_threads():
+            start = time.perf_counter()
+            model = run.hpvade.adapted(x, mixtures)[0]
+            model.predict_partial(x)
+            seconds = time.perf_counter() - start
+        print(f"adapting HP-VADE to {size} samples and answering them: {seconds:.1f} s (1 numerical thread)")
+
+
 def calibration_rows(run: Run, cohorts: list[CohortInputs], scores: Scores) -> None:
     """A per-group scale fitted on each cohort's other samples (``loo_scale_calibration``; uses truth)."""
     types = run.hpvade.cell_types
@@ -473,7 +572,14 @@ def parse_arguments(argv=None) -> argparse.Namespace:
                         help="score cell fractions calibrated to the reference, ignoring the bulks' `cell_mrna` tables")
     parser.add_argument("--shift-sd", type=float, nargs="*", default=[0.5, 1.0])
     parser.add_argument("--adapt", default="200:0.001:0,200:0.001:0.01,200:0.001:1",
-                        help="steps:learning_rate:anchor, comma separated ('' for none)")
+                        help="TAPE-style encoder adaptation rows: steps:learning_rate:anchor, comma separated ('' for none)")
+    parser.add_argument("--realbulk", default=None, metavar="DIR",
+                        help="folder with monaco2019/ and sdy67/ (bulk.tsv.gz, truth.tsv), e.g. ../shared/realbulk: adds those cohorts")
+    parser.add_argument("--only-adaptation", action="store_true",
+                        help="only nnls, hpvade not adapted / adapted, scaden (and --adapt-timing)")
+    parser.add_argument("--encoder-weights", type=float, nargs="*", default=[1.0],
+                        help="other encoder weights of the adapted answer to score (default: 1.0, the encoder alone)")
+    parser.add_argument("--adapt-timing", action="store_true", help="print the wall time of adapting 20 and 100 samples")
     return parser.parse_args(argv)
 
 
@@ -481,7 +587,7 @@ def print_report(scores: Scores, notes: dict[str, str]) -> None:
     """One table per cohort, then the mean over cohorts with the ``val_*`` columns."""
     for data in scores.cohorts:
         cohort = data.cohort
-        print(f"real bulk {cohort.describe()}, groups renormalised; hpvade's fallback gate: {notes[cohort.name]}")
+        print(f"real bulk {cohort.describe()}, groups renormalised; {notes[cohort.name]}")
         print_table(scores.cohort_table(cohort.name))
         print()
     print(f"mean over {len(scores.cohorts)} cohorts ({', '.join(scores.real)}; each counts once); "
@@ -498,7 +604,15 @@ def main(argv=None) -> int:
         reference_size = checkpoint_cell_size(read_checkpoint(hpvade_path), hpvade_path)
     cohorts = [load_cohort_inputs(run, cohort) for cohort in Cohort.load_all(args, reference_size, run.hpvade.cell_types)]
     scores = Scores(cohorts, run.score_p)
+    if args.only_adaptation:
+        scores.add("nnls (run)", [c.nnls_real for c in cohorts], run.nnls.cell_types, run.nnls.predict(run.score_x))
+        notes = cohort_adaptation_rows(run, cohorts, scores, args.results, args.encoder_weights)
+        print_report(scores, notes)
+        if args.adapt_timing:
+            adaptation_timing(run, cohorts, args.results)
+        return 0
     run_model_rows(run, cohorts, scores)
+    adapted_notes = cohort_adaptation_rows(run, cohorts, scores, args.results, args.encoder_weights)
     source_rows(run, cohorts, scores)
     stacking_refit_rows(run, cohorts, scores, args.shift_sd)
     robust_nnls_rows(run, cohorts, scores)
@@ -506,7 +620,9 @@ def main(argv=None) -> int:
     checkpoint_rows(run, cohorts, scores, args.checkpoint)
     adaptation_rows(run, cohorts, scores, args.adapt)
     calibration_rows(run, cohorts, scores)
-    print_report(scores, notes)
+    print_report(scores, {name: "; ".join(filter(None, [note, adapted_notes.get(name)])) for name, note in notes.items()})
+    if args.adapt_timing:
+        adaptation_timing(run, cohorts, args.results)
     return 0
 
 

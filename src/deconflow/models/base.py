@@ -129,6 +129,17 @@ class FittedModel(ABC):
         """Bool per sample: the model answered with a fallback instead of its normal output."""
         return np.zeros(np.atleast_2d(features).shape[0], dtype=bool)
 
+    def adapted(self, features: np.ndarray, mixtures=None, settings: dict | None = None) -> tuple["FittedModel", str, str]:
+        """(model to answer this cohort with, adaptation: ``platform`` / ``genes_only`` / ``none``,
+        a log line) for a cohort of real bulk samples (samples x features, NaN = not measured),
+        ``mixtures`` the training mixtures (``MixtureSet``) or None
+        (``deconflow.models.adaptation``). Default: the model itself, not adapted."""
+        return self, "none", f"{self.name} has no adaptation step"
+
+    def adaptation_kinds(self, features: np.ndarray) -> np.ndarray:
+        """Per sample: how the model was adapted before answering it (``none`` unless ``adapted``)."""
+        return np.full(np.atleast_2d(features).shape[0], "none", dtype=object)
+
     @abstractmethod
     def state(self) -> dict:
         """Everything needed to rebuild the model (arrays, tensors, settings)."""
