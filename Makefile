@@ -35,10 +35,13 @@ report: $(STAMP)
 bench: $(STAMP)
 	$(ENV) python -m deconflow.benchmarks.pipeline --pipeline
 
+# Real cohorts not shipped with deconflow (Monaco 2019, SDY67; config/cohorts.yaml), read from here
+COHORTS_DIR ?= ../shared/realbulk
+
 # what was tried to make HP-VADE hold up on real bulk, on every cohort with truth (DAISM
-# calibration, Monaco 2019) and their mean (needs `make run` first)
+# calibration, and Monaco 2019 and SDY67 from $(COHORTS_DIR)) and their mean (needs `make run` first)
 bench-real: $(STAMP)
-	$(ENV) python -m deconflow.benchmarks.real_bulk --results results/pbmc --dataset pbmc
+	$(ENV) python -m deconflow.benchmarks.real_bulk --results results/pbmc --dataset pbmc --cohorts-dir $(COHORTS_DIR)
 
 # seconds for calibrated intervals + qc rows of 2,000 bulk-like samples (needs `make run` first)
 bench-intervals: $(STAMP)
@@ -58,6 +61,6 @@ bench-devices: $(STAMP)
 		--out benchmarks/devices/result.json --cross-device
 
 # the linear fit's settings on validation mixtures (clean / shifted) beside every real cohort
-# with truth and their mean (needs `make run` first)
+# with truth (DAISM, and those of $(COHORTS_DIR)) and their mean (needs `make run` first)
 bench-linear-fit: $(STAMP)
-	$(ENV) python -m deconflow.benchmarks.linear_fit --results results/pbmc --dataset pbmc
+	$(ENV) python -m deconflow.benchmarks.linear_fit --results results/pbmc --dataset pbmc --cohorts-dir $(COHORTS_DIR)

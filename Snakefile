@@ -3,7 +3,7 @@
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from deconflow.config import check_config
+from deconflow.config import add_cohorts, check_config
 
 min_version("9.0")
 
@@ -14,6 +14,11 @@ min_version("9.0")
 if not workflow.overwrite_configfiles:
 
     configfile: "config/config.yaml"
+
+
+# `--config cohorts_dir=FOLDER` adds the real cohorts of config/cohorts.yaml (read from FOLDER,
+# never copied into the repository) to their datasets before validation.
+config.update(add_cohorts(config))
 
 
 # validate() fills in the schema's defaults. When it fails, check_config explains the violation
