@@ -6,6 +6,9 @@
 # show them as rows of kind `peer` (deconflow.peers).
 
 
+include: "peers_inputs.smk"
+
+
 localrules:
     peer_env,
 
