@@ -5,6 +5,22 @@ PEER_ENV_DIR = config.get("peer_env_dir", ".peers")
 PEER_TARGET_TEST = "pseudobulk_test"
 
 
+def peer_threads():
+    """Threads of a peer's signature and deconvolution jobs: 2, but locally at most half the
+    cores, so that on a 2-core machine they run beside the training job instead of waiting until
+    every other job is done (docs/benchmarks.md). Cluster jobs: 2."""
+    if not workflow.local_exec:
+        return 2
+    try:
+        cores = int(workflow.cores)
+    except (WorkflowError, TypeError, ValueError):
+        return 2
+    return max(1, min(2, cores // 2))
+
+
+PEER_THREADS = peer_threads()
+
+
 def uses_conda():
     from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
