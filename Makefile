@@ -35,13 +35,13 @@ report: $(STAMP)
 bench: $(STAMP)
 	$(ENV) python -m deconflow.benchmarks.pipeline --pipeline
 
+# Real cohorts not shipped with deconflow (Monaco 2019, SDY67; config/cohorts.yaml), read from here
+COHORTS_DIR ?= ../shared/realbulk
+
 # what was tried to make HP-VADE hold up on real bulk, on every cohort with truth (DAISM
-# calibration, Monaco 2019) and their mean (needs `make run` first)
-# the cohorts of ../shared/realbulk (Monaco 2019, SDY67) with the DAISM calibration cohort, when that folder exists
-REALBULK ?= ../shared/realbulk
+# calibration, and Monaco 2019 and SDY67 from $(COHORTS_DIR)) and their mean (needs `make run` first)
 bench-real: $(STAMP)
-	$(ENV) python -m deconflow.benchmarks.real_bulk --results results/pbmc --dataset pbmc --adapt-timing \
-		$(if $(wildcard $(REALBULK)/sdy67/truth.tsv),--bulk daism --realbulk $(REALBULK),)
+	$(ENV) python -m deconflow.benchmarks.real_bulk --results results/pbmc --dataset pbmc --cohorts-dir $(COHORTS_DIR) --adapt-timing
 
 # methylation models on real bisulfite reads (../shared/methsets, never copied here; needs the
 # cfdna checkpoints of `make run`): Roadmap tissues and mixtures, celfie sorted blood cells,
@@ -68,13 +68,12 @@ bench-devices: $(STAMP)
 		--out benchmarks/devices/result.json --cross-device
 
 # the linear fit's settings on validation mixtures (clean / shifted) beside every real cohort
-# with truth and their mean (needs `make run` first)
+# with truth (DAISM, and those of $(COHORTS_DIR)) and their mean (needs `make run` first)
 bench-linear-fit: $(STAMP)
-	$(ENV) python -m deconflow.benchmarks.linear_fit --results results/pbmc --dataset pbmc
+	$(ENV) python -m deconflow.benchmarks.linear_fit --results results/pbmc --dataset pbmc --cohorts-dir $(COHORTS_DIR)
 
 # the fraction of cells of no reference type: validation grid, held-out-type test mixtures, real
-# PBMC cohorts (needs `make run` first; REALBULK: folder with monaco2019/ and sdy67/)
-REALBULK ?= ../shared/realbulk
+# PBMC cohorts of $(COHORTS_DIR) (needs `make run` first)
 bench-other-cells: $(STAMP)
 	$(ENV) python -m deconflow.benchmarks.other_cells --results results/pbmc --reference resources/pbmc/reference.h5ad \
-		--realbulk $(REALBULK)
+		--realbulk $(COHORTS_DIR)

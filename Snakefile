@@ -3,7 +3,7 @@
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from deconflow.config import check_config, check_config_text
+from deconflow.config import add_cohorts, check_config, check_config_text
 
 min_version("9.0")
 
@@ -19,6 +19,11 @@ if not workflow.overwrite_configfiles:
 # What the schema cannot see, before it: names YAML 1.1 read as booleans (a bulk named `on`) and
 # the `train` section against the trainer's and each learned model's settings.
 check_config_text(config, workflow.configfiles, workflow.config_settings.config)
+
+# `--config cohorts_dir=FOLDER` adds the real cohorts of config/cohorts.yaml (read from FOLDER,
+# never copied into the repository) to their datasets before validation.
+config.update(add_cohorts(config))
+
 
 # validate() fills in the schema's defaults. When it fails, check_config explains the violation
 # in one line naming the config file, the key and the fix (snakemake's message names neither);

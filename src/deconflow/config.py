@@ -275,3 +275,75 @@ def check_config_text(config: dict, config_files: Iterable[str] = (), overrides:
     booleans or numbers, and the ``train`` section (:func:`check_train_section`)."""
     check_key_names(config, config_files, overrides)
     check_train_section(config, config_files, overrides)
+
+
+#: The cohorts file read when ``cohorts_dir`` is set and ``cohorts_file`` is not.
+COHORTS_FILE = "config/cohorts.yaml"
+
+
+def add_cohorts(config: dict, cohorts_dir=None, cohorts_file=None) -> dict:
+    """``config`` with the named bulks of a cohorts file added to its datasets (a new dict).
+
+    The cohorts file (YAML, default ``config/cohorts.yaml``) maps dataset names to named bulks
+    whose ``path``, ``truth`` and ``cell_mrna`` are relative to ``cohorts_dir`` (e.g. the folder
+    ``../shared/realbulk`` holding ``monaco2019/`` and ``sdy67/``); every other key of a bulk
+    (``truth_groups``, ``format``, ...) is taken as it is. Datasets of the file that the config
+    does not have are skipped. ``cohorts_dir`` / ``cohorts_file`` None: the config's own
+    ``cohorts_dir`` / ``cohorts_file`` keys; no ``cohorts_dir`` anywhere returns ``config``
+    unchanged. A dataset's single-path ``bulk`` becomes ``{bulk: {path: ...}}`` first.
+
+    Raises DeconflowError (one line: the folder or file, the cause, the fix) when the folder,
+    the cohorts file or a file it names does not exist, or a cohort's name is already a bulk of
+    the dataset.
+    """
+    cohorts_dir = cohorts_dir if cohorts_dir is not None else config.get("cohorts_dir")
+    if not cohorts_dir:
+        return config
+    cohorts_file = cohorts_file or config.get("cohorts_file") or COHORTS_FILE
+    folder = Path(cohorts_dir)
+    fix_dir = ("pass the folder holding the cohorts' files, e.g. `--config cohorts_dir=../shared/realbulk`, "
+               "or leave `cohorts_dir` out to run without them")
+    if not folder.is_dir():
+        raise DeconflowError(folder, "folder given as `cohorts_dir` does not exist", fix_dir)
+    try:
+        cohorts = yaml.safe_load(Path(cohorts_file).read_text()) or {}
+    except OSError as error:
+        raise DeconflowError(cohorts_file, f"cohorts file given as `cohorts_file` cannot be read ({error.strerror})",
+                             f"give `cohorts_file` as an existing YAML file (default {COHORTS_FILE})") from None
+    if not isinstance(cohorts, dict) or not all(isinstance(v, dict) for v in cohorts.values()):
+        raise DeconflowError(cohorts_file, "not a mapping of dataset names to named bulks",
+                             f"write it as {COHORTS_FILE} is written: `<dataset>: {{<bulk>: {{path: ..., truth: ...}}}}`")
+    merged = dict(config)
+    datasets = dict(merged.get("datasets") or {})
+    for dataset, bulks in cohorts.items():
+        if dataset not in datasets:
+            continue
+        entry = dict(datasets[dataset])
+        own = entry.get("bulk") or {}
+        if not isinstance(own, dict):  # `bulk: PATH` is `bulk: {<SINGLE_BULK_NAME>: {path: PATH}}`
+            from .truth import SINGLE_BULK_NAME
+
+            own = {SINGLE_BULK_NAME: {"path": own}}
+        own = dict(own)
+        for name, bulk in bulks.items():
+            if name in own:
+                raise DeconflowError(cohorts_file, f"bulk {name!r} is already a bulk of dataset {dataset!r} in the config",
+                                     f"rename the cohort in {cohorts_file} or the bulk in the config")
+            own[name] = _cohort_entry(bulk, folder, cohorts_file, fix_dir)
+        entry["bulk"] = own
+        datasets[dataset] = entry
+    merged["datasets"] = datasets
+    return merged
+
+
+def _cohort_entry(bulk: dict, folder: Path, cohorts_file, fix_dir: str) -> dict:
+    """One cohort of a cohorts file with its ``path`` / ``truth`` / ``cell_mrna`` under ``folder``."""
+    entry = dict(bulk)
+    for key in ("path", "truth", "cell_mrna"):
+        if entry.get(key) is None:
+            continue
+        path = folder / entry[key]
+        if not path.exists():
+            raise DeconflowError(path, f"file named as `{key}` in {cohorts_file} is not in `cohorts_dir` {folder}", fix_dir)
+        entry[key] = str(path)
+    return entry

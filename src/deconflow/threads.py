@@ -15,7 +15,7 @@ exception: it sets torch to ``train.num_threads`` (recorded in the checkpoint an
 while BLAS stays at :data:`NUMERICAL_THREADS`; same thread count ⇒ same checkpoint bytes.
 
 Cost: inference and the NNLS fits are small (a default-run ``deconvolve`` job takes a few seconds),
-so one thread costs little wall time; see the README ("Same numbers on every machine").
+so one thread costs little wall time; see docs/reproducibility.md ("Same numbers on every machine").
 """
 
 from __future__ import annotations

@@ -5,12 +5,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deconflow.config import check_config
+from deconflow.config import add_cohorts, check_config
 from deconflow.errors import DeconflowError
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 VALID = {"datasets": {"pbmc": {"reference": "resources/pbmc/reference.h5ad"}}}
+#: the real cohorts of config/cohorts.yaml (Monaco 2019, SDY67): read from ../shared, never shipped
+REALBULK = ROOT.parent / "shared" / "realbulk"
 
 
 def _write(path: Path, config: dict) -> str:
@@ -28,7 +30,7 @@ def test_shipped_configs_pass(name):
     [
         ({"models": ["nnls", "deepmagic"]}, "models[1]", "'deepmagic' is not one of", "use one of ['nnls', 'hpvade', 'scaden', 'sparse', 'nnls_reads']"),
         ({"split": {"train": 1.5}}, "split.train", "greater than or equal to the maximum of 1", "config/README.md"),
-        ({"psuedobulk": {}}, "psuedobulk", "unknown key", "allowed keys here: ['datasets', 'deconvolution'"),
+        ({"psuedobulk": {}}, "psuedobulk", "unknown key", "allowed keys here: ['cohorts_dir', 'cohorts_file', 'datasets', 'deconvolution'"),
         ({"seed": "seven"}, "seed", "'seven' is not of type 'integer'", "a value of type integer"),
         ({"datasets": {"pbmc": {"modality": "rna"}}}, "datasets.pbmc.reference", "'reference' is a required property", "add `datasets.pbmc.reference`"),
         ({"datasets": {"my data": {"reference": "x"}}}, "datasets", "name 'my data' not allowed", "names under `datasets` must match"),
@@ -65,3 +67,72 @@ def test_does_not_change_the_config():
     config = {"datasets": {"pbmc": {"reference": "x"}}}
     check_config(config, SCHEMA)
     assert config == {"datasets": {"pbmc": {"reference": "x"}}}  # defaults are validate()'s job
+
+
+# --------------------------------------------------------------------------- cohorts_dir
+def _cohorts(tmp_path: Path) -> tuple[Path, str]:
+    folder = tmp_path / "cohorts"
+    (folder / "one").mkdir(parents=True)
+    (folder / "one" / "bulk.tsv").write_text("gene\tS1\nA\t1\n")
+    (folder / "one" / "truth.tsv").write_text("sample\tT\nS1\t1\n")
+    cohorts = {"pbmc": {"one": {"path": "one/bulk.tsv", "truth": "one/truth.tsv", "truth_groups": {"T": ["T cells"]},
+                                "format": "table"}},
+               "absent": {"two": {"path": "two/bulk.tsv"}}}
+    return folder, _write(tmp_path / "cohorts.yaml", cohorts)
+
+
+def test_cohorts_are_added_under_their_folder(tmp_path):
+    folder, cohorts_file = _cohorts(tmp_path)
+    config = {"datasets": {"pbmc": {"reference": "r.h5ad", "bulk": "own.tsv"}}, "cohorts_dir": str(folder),
+              "cohorts_file": cohorts_file}
+    merged = add_cohorts(config)
+    bulks = merged["datasets"]["pbmc"]["bulk"]
+    assert bulks == {"bulk": {"path": "own.tsv"},  # `bulk: PATH` keeps its name
+                     "one": {"path": str(folder / "one" / "bulk.tsv"), "truth": str(folder / "one" / "truth.tsv"),
+                             "truth_groups": {"T": ["T cells"]}, "format": "table"}}
+    assert set(merged["datasets"]) == {"pbmc"}  # a dataset the config lacks is not made
+    assert config["datasets"]["pbmc"]["bulk"] == "own.tsv"  # the config itself is not changed
+    check_config(merged, SCHEMA)
+
+
+def test_no_cohorts_dir_changes_nothing(tmp_path):
+    assert add_cohorts(VALID) is VALID
+    assert add_cohorts({**VALID, "cohorts_dir": None}, cohorts_file=str(tmp_path / "missing.yaml"))["datasets"] == VALID["datasets"]
+
+
+def test_missing_cohorts_dir_is_one_line_with_the_fix(tmp_path):
+    with pytest.raises(DeconflowError) as info:
+        add_cohorts({**VALID, "cohorts_dir": str(tmp_path / "nowhere")})
+    assert str(info.value).startswith(f"{tmp_path / 'nowhere'}: folder given as `cohorts_dir` does not exist. Fix: ")
+    assert "--config cohorts_dir=../shared/realbulk" in info.value.fix
+
+
+def test_cohort_file_missing_from_the_folder_or_clashing_name(tmp_path):
+    folder, cohorts_file = _cohorts(tmp_path)
+    (folder / "one" / "truth.tsv").unlink()
+    with pytest.raises(DeconflowError) as info:
+        add_cohorts(VALID, folder, cohorts_file)
+    assert info.value.path == str(folder / "one" / "truth.tsv") and "`truth`" in info.value.problem
+    clash = {"datasets": {"pbmc": {"reference": "r", "bulk": {"one": {"path": "x.tsv"}}}}}
+    (folder / "one" / "truth.tsv").write_text("sample\tT\nS1\t1\n")
+    with pytest.raises(DeconflowError, match="bulk 'one' is already a bulk of dataset 'pbmc'"):
+        add_cohorts(clash, folder, cohorts_file)
+
+
+@pytest.mark.skipif(not REALBULK.is_dir(), reason=f"real cohorts not here: {REALBULK} (Monaco 2019, SDY67) is absent")
+def test_shipped_cohorts_file_reads_the_real_cohorts():
+    """config/cohorts.yaml against ../shared/realbulk: every file exists, every truth group is a
+    column of its truth table, every grouped type a reference cell type of the default config."""
+    from deconflow.truth import read_truth
+
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    merged = add_cohorts(config, REALBULK, ROOT / "config" / "cohorts.yaml")
+    check_config(merged, SCHEMA)
+    bulks = merged["datasets"]["pbmc"]["bulk"]
+    assert {"monaco", "sdy67"} <= set(bulks)
+    daism_types = {t for types in bulks["daism"]["truth_groups"].values() for t in types}
+    for name in ("monaco", "sdy67"):
+        truth = read_truth(bulks[name]["truth"])
+        assert len(truth) == 12
+        assert set(bulks[name]["truth_groups"]) == set(truth.columns) - {"Unknown"}
+        assert {t for types in bulks[name]["truth_groups"].values() for t in types} == daism_types

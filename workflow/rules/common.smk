@@ -318,7 +318,9 @@ def linear_fit_settings(wildcards):
     """The `linear_fit` section for models that use it (modality rna), with the dataset's
     `sibling_types` as its `siblings`; else nothing."""
     if wildcards.model in USES_LINEAR_FIT and modality(wildcards) == "rna":
-        siblings = [list(pair) for pair in dataset_config(wildcards).get("sibling_types", [])]
+        siblings = [
+            list(pair) for pair in dataset_config(wildcards).get("sibling_types", [])
+        ]
         return {"linear_fit": {**config["linear_fit"], "siblings": siblings}}
     return {}
 
@@ -449,88 +451,6 @@ def plot_title(wildcards):
     return " / ".join(parts + [wildcards.model + kind])
 
 
-# Peers (workflow/rules/peers.smk)
-#: where the peers' venvs live (config `peer_env_dir`; tests share one folder between runs)
-PEER_ENV_DIR = config.get("peer_env_dir", ".peers")
-PEER_TARGET_TEST = "pseudobulk_test"
-
-
-def uses_conda():
-    from snakemake_interface_executor_plugins.settings import DeploymentMethod
-
-    return DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
-
-
-def peer_env_stamp(peer):
-    return f"{PEER_ENV_DIR}/{peer}/installed.txt"
-
-
-def env_dir_of_stamp(wildcards, output):
-    """<peer_env_dir> of a peer's stamp <peer_env_dir>/<peer>/installed.txt."""
-    return str(Path(output.stamp).parent.parent)
-
-
-def peer_env_input(wildcards):
-    """The peer's venv (its stamp file), unless conda provides the environment."""
-    return [] if uses_conda() else peer_env_stamp(wildcards.peer)
-
-
-def peer_python(wildcards):
-    """The peer's interpreter: its venv's, or the conda env's `python`."""
-    if uses_conda():
-        return "python"
-    return f"{PEER_ENV_DIR}/{wildcards.peer}/venv/bin/python"
-
-
-def peer_settings(wildcards):
-    """JSON keyword arguments for the peer's public function (config `peer_settings.<peer>`)."""
-    import json
-
-    return json.dumps(
-        config.get("peer_settings", {}).get(wildcards.peer, {}), sort_keys=True
-    )
-
-
-def peer_targets(dataset):
-    """What a peer deconvolves: the held-out test mixtures and every real bulk."""
-    return [PEER_TARGET_TEST] + [f"bulk_{b}" for b in dataset_bulks(dataset)]
-
-
-def peer_reference_input(wildcards):
-    """Rectangle: its signature (built once per dataset); dtangle: the per-type mean CPM profiles
-    of the train pool (the signature deconflow's models start from)."""
-    if PEER_SPECS[wildcards.peer].reference == "cells":
-        return f"results/{wildcards.dataset}/peers/{wildcards.peer}/signature.pkl"
-    return f"results/{wildcards.dataset}/signature/signature.tsv"
-
-
-def peer_bulk_inputs(wildcards):
-    """What matching a bulk's genes to the reference reads (as deconvolve_bulk, without the
-    bulk's `cell_mrna`, which only the conversion of the peer's output reads)."""
-    return {
-        k: v for k, v in deconvolution_inputs(wildcards).items() if k != "cell_mrna"
-    }
-
-
-def peer_reference_genes_inputs(wildcards):
-    """Every bulk's matched genes: the reference for the peers is cut to the genes they all share."""
-    return [
-        f"results/{wildcards.dataset}/peers/inputs/bulk_{b}.h5ad"
-        for b in dataset_bulks(wildcards.dataset)
-    ]
-
-
-def peer_proportion_inputs(wildcards):
-    """A bulk's raw peer output, the reference's library sizes and the bulk's `cell_mrna`."""
-    inputs = {
-        "raw": f"results/{wildcards.dataset}/peers/{wildcards.model}/raw/bulk_{wildcards.bulk}.csv",
-        "library_size": f"results/{wildcards.dataset}/signature/cell_library_size.tsv",
-    }
-    if bulk_entry(wildcards).get("cell_mrna"):
-        inputs["cell_mrna"] = bulk_entry(wildcards)["cell_mrna"]
-    return inputs
-
-
 # Per-sample trust (deconflow.trust): calibration on the validation mixtures (RNA models), the
 # interval level, quality-row settings.
 TRUST_CODE = library_files("trust", "evaluation", "threads", "depth")
@@ -550,7 +470,9 @@ def trust_files(dataset, bulk, model, names=("qc", "intervals")):
 
 def bulk_intervals_input(wildcards):
     """A model's intervals.csv of the bulk (scored against the truth's groups)."""
-    return trust_files(wildcards.dataset, wildcards.bulk, wildcards.model, ("intervals",))
+    return trust_files(
+        wildcards.dataset, wildcards.bulk, wildcards.model, ("intervals",)
+    )
 
 
 def bulk_qc_input(wildcards):

@@ -6,6 +6,9 @@
 # show them as rows of kind `peer` (deconflow.peers).
 
 
+include: "peers_inputs.smk"
+
+
 localrules:
     peer_env,
 
@@ -99,7 +102,7 @@ rule peer_signature:
         peer=alternatives([p for p in PEERS if PEER_SPECS[p].reference == "cells"]),
     conda:
         "../../envs/peers/{peer}.yaml"
-    threads: 2
+    threads: PEER_THREADS
     params:
         python=peer_python,
         settings=peer_settings,
@@ -125,7 +128,7 @@ rule peer_deconvolve:
         target=f"{PEER_TARGET_TEST}|bulk_({alternatives(BULKS)})",
     conda:
         "../../envs/peers/{peer}.yaml"
-    threads: 2
+    threads: PEER_THREADS
     params:
         python=peer_python,
         settings=peer_settings,

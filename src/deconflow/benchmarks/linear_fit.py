@@ -20,7 +20,7 @@ cannot tell apart from the best one (shifted-validation CCC within one draw-to-d
 the best) and the range of the mean real figures, and of each cohort's, over them: how much a
 real-bulk figure owes to a choice that pseudobulk does not constrain.
 
-    python -m deconflow.benchmarks.linear_fit --results results/pbmc --dataset pbmc [--bulk daism monaco]
+    python -m deconflow.benchmarks.linear_fit --results results/pbmc --dataset pbmc [--cohorts-dir ../shared/realbulk] [--bulk daism monaco]
 """
 
 from __future__ import annotations

@@ -32,11 +32,7 @@ Proportions are converted with a bulk's ``cell_mrna`` table when it has one, as 
 deconvolution does (``--no-cell-mrna``: calibrated to the reference for every cohort); a
 cohort without such a table is scored on the reference-calibrated fractions either way.
 
-    python -m deconflow.benchmarks.real_bulk --results results/pbmc --dataset pbmc [--bulk daism monaco]
-        [--realbulk ../shared/realbulk] [--only-adaptation]
-
-``--realbulk DIR`` adds the cohorts of ``DIR/monaco2019`` and ``DIR/sdy67`` (``bulk.tsv.gz``,
-``truth.tsv``; read where they are, never copied), scored on ``REALBULK_GROUPS``.
+    python -m deconflow.benchmarks.real_bulk --results results/pbmc --dataset pbmc [--cohorts-dir ../shared/realbulk] [--bulk daism monaco] [--only-adaptation]
 """
 
 from __future__ import annotations
@@ -60,6 +56,7 @@ from ..io import read_bulk, read_mixtures
 from ..models import load_model
 from ..models.base import predict_in_batches, read_checkpoint
 from ..models.hpvade import BLEND_SHIFT_SEED, augment, blend, fit_blend_weights
+from ..config import add_cohorts
 from ..models.nnls import cell_fractions
 from ..truth import group_sums, named_bulks, read_truth, renormalise_rows
 from .common import print_table
@@ -92,16 +89,22 @@ class Cohort:
         parser.add_argument("--results", default="results/pbmc")
         parser.add_argument("--bulk", nargs="+", default=None, metavar="NAME",
                             help="bulks with `truth` to score (default: every one of the dataset)")
+        parser.add_argument("--cohorts-dir", default=None, metavar="FOLDER",
+                            help="also score the cohorts of --cohorts-file read from FOLDER, as the workflow's "
+                                 "`cohorts_dir` key does (e.g. ../shared/realbulk: Monaco 2019, SDY67)")
+        parser.add_argument("--cohorts-file", default=None, metavar="YAML",
+                            help="cohorts file for --cohorts-dir (default: the config's `cohorts_file`, else config/cohorts.yaml)")
 
     @staticmethod
-    def names(config_path, dataset: str, requested=None) -> list[str]:
+    def names(config_path, dataset: str, requested=None, cohorts_dir=None, cohorts_file=None) -> list[str]:
         """The cohorts to score: ``requested`` (checked to be bulks with ``truth``) or, when None,
         every bulk of ``dataset`` with ``truth`` in config order.
 
         Raises DeconflowError (naming the config) when a requested bulk is missing or has no
-        truth, or when the dataset has no bulk with truth at all.
+        truth, or when the dataset has no bulk with truth at all. ``cohorts_dir`` /
+        ``cohorts_file``: the cohorts added as ``deconflow.config.add_cohorts`` adds them.
         """
-        bulks = named_bulks(_dataset_config(config_path, dataset).get("bulk"))
+        bulks = named_bulks(_dataset_config(config_path, dataset, cohorts_dir, cohorts_file).get("bulk"))
         with_truth = [name for name, entry in bulks.items() if entry.get("truth")]
         if requested is None:
             if not with_truth:
@@ -115,9 +118,10 @@ class Cohort:
         return list(requested)
 
     @classmethod
-    def load(cls, config_path, dataset: str, name: str, reference_size=None, cell_types=None) -> "Cohort":
+    def load(cls, config_path, dataset: str, name: str, reference_size=None, cell_types=None,
+             cohorts_dir=None, cohorts_file=None) -> "Cohort":
         """``reference_size`` None: no ``cell_mrna`` conversion (``--no-cell-mrna``)."""
-        entry = named_bulks(_dataset_config(config_path, dataset)["bulk"])[name]
+        entry = named_bulks(_dataset_config(config_path, dataset, cohorts_dir, cohorts_file)["bulk"])[name]
         groups = list(entry["truth_groups"])
         bulk = read_bulk(entry["path"])
         truth = read_truth(entry["truth"]).loc[bulk.columns.astype(str)]
@@ -129,35 +133,18 @@ class Cohort:
         return cls(name, entry, bulk, groups, renormalise_rows(truth[groups]).to_numpy(), reference_size, content)
 
     @classmethod
-    def from_folder(cls, name: str, folder) -> "Cohort":
-        """A cohort of ``../shared/realbulk`` (``bulk.tsv.gz`` + ``truth.tsv``), scored on
-        ``REALBULK_GROUPS`` (its ``Unknown`` column left out); DeconflowError when absent."""
-        from pathlib import Path
-
-        folder = Path(folder)
-        if not (folder / "bulk.tsv.gz").is_file() or not (folder / "truth.tsv").is_file():
-            raise DeconflowError(folder, "no bulk.tsv.gz / truth.tsv here", "pass --realbulk the folder holding monaco2019/ and sdy67/")
-        entry = {"path": str(folder / "bulk.tsv.gz"), "truth": str(folder / "truth.tsv"), "truth_groups": REALBULK_GROUPS}
-        bulk = read_bulk(entry["path"])
-        truth = read_truth(entry["truth"]).loc[bulk.columns.astype(str)]
-        return cls(name, entry, bulk, list(REALBULK_GROUPS), renormalise_rows(truth[list(REALBULK_GROUPS)]).to_numpy())
-
-    @classmethod
     def load_all(cls, args: argparse.Namespace, reference_size=None, cell_types=None) -> list["Cohort"]:
-        """Every cohort ``args`` name (``add_arguments``), in order, then those of ``--realbulk``."""
-        cohorts = []
-        if args.bulk != []:
-            cohorts = [cls.load(args.config, args.dataset, name, reference_size, cell_types)
-                       for name in cls.names(args.config, args.dataset, args.bulk)]
-        if getattr(args, "realbulk", None):
-            cohorts += [cls.from_folder(name, f"{args.realbulk}/{name}") for name in REALBULK_COHORTS]
-        return cohorts
+        """Every cohort ``args`` name (``add_arguments``), in order."""
+        cohorts = (getattr(args, "cohorts_dir", None), getattr(args, "cohorts_file", None))
+        return [cls.load(args.config, args.dataset, name, reference_size, cell_types, *cohorts)
+                for name in cls.names(args.config, args.dataset, args.bulk, *cohorts)]
 
     @staticmethod
     def any_cell_mrna(args: argparse.Namespace) -> bool:
         """Whether any cohort ``args`` name has a ``cell_mrna`` table."""
-        bulks = named_bulks(_dataset_config(args.config, args.dataset).get("bulk"))
-        return any(bulks[name].get("cell_mrna") for name in Cohort.names(args.config, args.dataset, args.bulk))
+        cohorts = (getattr(args, "cohorts_dir", None), getattr(args, "cohorts_file", None))
+        bulks = named_bulks(_dataset_config(args.config, args.dataset, *cohorts).get("bulk"))
+        return any(bulks[name].get("cell_mrna") for name in Cohort.names(args.config, args.dataset, args.bulk, *cohorts))
 
     def describe(self) -> str:
         """``'daism' (20 samples, 5 groups, no cell_mrna)``."""
@@ -171,15 +158,11 @@ class Cohort:
         return renormalise_rows(group_sums(frame, self.entry["truth_groups"])).to_numpy()
 
 
-#: the cohorts of ``--realbulk`` and the reference types summed into their flow-cytometry groups
-REALBULK_COHORTS = ("monaco2019", "sdy67")
-REALBULK_GROUPS = {"Monocytes": ["Monocytes", "mDC", "pDC"], "CD4Tcells": ["T cells CD4 conv", "Tregs"],
-                   "CD8Tcells": ["T cells CD8"], "Bcells": ["B cells", "Plasma cells"], "NK": ["NK cells"]}
-
-
-def _dataset_config(config_path, dataset: str) -> dict:
+def _dataset_config(config_path, dataset: str, cohorts_dir=None, cohorts_file=None) -> dict:
+    """The config's ``dataset`` section, with the cohorts of ``cohorts_dir`` added (``add_cohorts``)."""
     with open(config_path) as handle:
-        datasets = yaml.safe_load(handle).get("datasets") or {}
+        config = yaml.safe_load(handle) or {}
+    datasets = add_cohorts(config, cohorts_dir, cohorts_file).get("datasets") or {}
     if dataset not in datasets:
         raise DeconflowError(config_path, f"no dataset {dataset!r}", f"pass --dataset with one of: {', '.join(datasets)}")
     return datasets[dataset]
@@ -573,8 +556,6 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--shift-sd", type=float, nargs="*", default=[0.5, 1.0])
     parser.add_argument("--adapt", default="200:0.001:0,200:0.001:0.01,200:0.001:1",
                         help="TAPE-style encoder adaptation rows: steps:learning_rate:anchor, comma separated ('' for none)")
-    parser.add_argument("--realbulk", default=None, metavar="DIR",
-                        help="folder with monaco2019/ and sdy67/ (bulk.tsv.gz, truth.tsv), e.g. ../shared/realbulk: adds those cohorts")
     parser.add_argument("--only-adaptation", action="store_true",
                         help="only nnls, hpvade not adapted / adapted, scaden (and --adapt-timing)")
     parser.add_argument("--encoder-weights", type=float, nargs="*", default=[1.0],

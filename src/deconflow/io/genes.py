@@ -208,6 +208,79 @@ class GeneMatch:
         return f"bulk uses {self.bulk_kind}, {reference}{table}"
 
 
+class _FeatureKeys:
+    """Identifier -> model feature, filled source by source: a key keeps the first source that
+    gives it, and a key that one source points at two model features is not used."""
+
+    def __init__(self):
+        self.feature: dict[str, str] = {}  # key -> model feature
+        self.how: dict[str, str] = {}  # key -> how it was matched (insertion order: the log's order)
+
+    def add(self, pairs, how: str) -> None:
+        candidate: dict[str, set] = {}
+        for key, feature in pairs:
+            candidate.setdefault(key, set()).add(feature)
+        for key, targets in candidate.items():
+            if key not in self.feature and len(targets) == 1:
+                self.feature[key] = next(iter(targets))
+                self.how[key] = how
+
+
+def _feature_keys(features: np.ndarray, model_kind: str, aliases, gene_table, own_names,
+                  composite: bool = False) -> tuple[_FeatureKeys, str | None]:
+    """Every identifier a bulk row may carry for each model feature, in the module docstring's
+    order: the feature itself, the reference's own Ensembl IDs, the bulk file's own second
+    identifier (``composite``: ``own_names`` are the usable parts of ``SYMBOL|ID`` ids), the gene
+    table. Returns the keys and the gene table's name (None without one)."""
+    keys = _FeatureKeys()
+    keys.add(((strip_version(f), f) for f in features), "by Ensembl ID" if model_kind == ENSEMBL else "by symbol")
+    feature_set = set(features)
+    stripped = {strip_version(f): f for f in features}
+    if aliases is not None and len(aliases):
+        own = aliases[aliases["feature"].isin(feature_set)]
+        keys.add(zip(own["ensembl_id"], own["feature"]), "by Ensembl ID (the reference's own IDs)")
+    if own_names:
+        pairs = [(strip_version(str(k)), str(v)) for k, v in own_names.items()]
+        if composite:
+            keys.add(((k, stripped[strip_version(v)]) for k, v in pairs if strip_version(v) in stripped),
+                     "by the part before '|' of SYMBOL|ID ids")
+        elif model_kind == SYMBOL:
+            keys.add(((k, v) for k, v in pairs if v in feature_set), "by the file's own gene names")
+        else:
+            keys.add(((k, stripped[strip_version(v)]) for k, v in pairs if strip_version(v) in stripped),
+                     "by the file's own second gene id")
+    if gene_table is None:
+        return keys, None
+    table_name = gene_table.attrs.get("path", "gene table")
+    if model_kind == SYMBOL:
+        rows = gene_table[gene_table["symbol"].isin(feature_set)]
+        keys.add(zip(rows["ensembl_id"], rows["symbol"]), f"by Ensembl ID via the gene table {table_name}")
+    else:
+        rows = gene_table[gene_table["ensembl_id"].isin(stripped)]
+        keys.add(((s, stripped[e]) for e, s in zip(rows["ensembl_id"], rows["symbol"])), f"by symbol via the gene table {table_name}")
+    return keys, table_name
+
+
+def _match_ignoring_case(row_keys: list[str], keys: _FeatureKeys) -> tuple[list, int]:
+    """Bulk ids that differ from a model feature only in letter case (cd8a, Cd8a for CD8A) are
+    matched when exactly one model feature has that spelling and no bulk row matches it exactly;
+    added to ``keys`` as ``CASE_MATCH``. Returns (examples (bulk id, feature), rows left ambiguous)."""
+    exact = {keys.feature[k] for k in row_keys if k in keys.feature}
+    folded: dict[str, set] = {}
+    for key, feature in keys.feature.items():
+        folded.setdefault(key.casefold(), set()).add(feature)
+    examples, n_ambiguous = [], 0
+    for key in dict.fromkeys(k for k in row_keys if k not in keys.feature):
+        candidates = folded.get(key.casefold(), set()) - exact
+        if len(candidates) == 1:
+            keys.feature[key] = next(iter(candidates))
+            keys.how[key] = CASE_MATCH
+            examples.append((key, keys.feature[key]))
+        elif len(candidates) > 1:
+            n_ambiguous += 1
+    return examples, n_ambiguous
+
+
 def match_bulk_genes(
     bulk: pd.DataFrame,
     model_features,
@@ -230,70 +303,16 @@ def match_bulk_genes(
     if own_names is None and identifier_kind(bulk.index) == COMPOSITE:  # TCGA's TP53|7157: the symbol is the id
         composite = composite_parts(bulk.index, features)
         own_names = composite
-    key_to_feature: dict[str, str] = {}
-    how_of_key: dict[str, str] = {}
+    keys, table_name = _feature_keys(features, model_kind, aliases, gene_table, own_names, composite is not None)
+    row_keys = [strip_version(str(g)) for g in bulk.index]
+    case_examples, n_case_ambiguous = _match_ignoring_case(row_keys, keys)
 
-    def add(pairs, how):
-        candidate: dict[str, set] = {}
-        for key, feature in pairs:
-            candidate.setdefault(key, set()).add(feature)
-        for key, targets in candidate.items():
-            if key not in key_to_feature and len(targets) == 1:
-                key_to_feature[key] = next(iter(targets))
-                how_of_key[key] = how
-
-    by_own = "by Ensembl ID" if model_kind == ENSEMBL else "by symbol"
-    add(((strip_version(f), f) for f in features), by_own)
-    feature_set = set(features)
-    if aliases is not None and len(aliases):
-        own = aliases[aliases["feature"].isin(feature_set)]
-        add(zip(own["ensembl_id"], own["feature"]), "by Ensembl ID (the reference's own IDs)")
-    if own_names:
-        pairs = [(strip_version(str(k)), str(v)) for k, v in own_names.items()]
-        if composite is not None:
-            stripped_features = {strip_version(f): f for f in features}
-            add(((k, stripped_features[strip_version(v)]) for k, v in pairs if strip_version(v) in stripped_features),
-                "by the part before '|' of SYMBOL|ID ids")
-        elif model_kind == SYMBOL:
-            add(((k, v) for k, v in pairs if v in feature_set), "by the file's own gene names")
-        else:
-            stripped_features = {strip_version(f): f for f in features}
-            add(((k, stripped_features[strip_version(v)]) for k, v in pairs if strip_version(v) in stripped_features),
-                "by the file's own second gene id")
-    table_name = None
-    if gene_table is not None:
-        table_name = gene_table.attrs.get("path", "gene table")
-        if model_kind == SYMBOL:
-            rows = gene_table[gene_table["symbol"].isin(feature_set)]
-            add(zip(rows["ensembl_id"], rows["symbol"]), f"by Ensembl ID via the gene table {table_name}")
-        else:
-            stripped = {strip_version(f): f for f in features}
-            rows = gene_table[gene_table["ensembl_id"].isin(stripped)]
-            add(((s, stripped[e]) for e, s in zip(rows["ensembl_id"], rows["symbol"])), f"by symbol via the gene table {table_name}")
-
-    keys = [strip_version(str(g)) for g in bulk.index]
-    # ids that differ from a model feature only in letter case (cd8a, Cd8a for CD8A): matched when
-    # exactly one model feature has that spelling and no bulk row matches it exactly
-    exact = {key_to_feature[k] for k in keys if k in key_to_feature}
-    folded: dict[str, set] = {}
-    for key, feature in key_to_feature.items():
-        folded.setdefault(key.casefold(), set()).add(feature)
-    case_examples, n_case_ambiguous = [], 0
-    for key in dict.fromkeys(k for k in keys if k not in key_to_feature):
-        candidates = folded.get(key.casefold(), set()) - exact
-        if len(candidates) == 1:
-            key_to_feature[key] = next(iter(candidates))
-            how_of_key[key] = CASE_MATCH
-            case_examples.append((key, key_to_feature[key]))
-        elif len(candidates) > 1:
-            n_case_ambiguous += 1
-    targets = pd.Series([key_to_feature.get(k) for k in keys], index=bulk.index, dtype=object)
-    hows = [how_of_key.get(k) for k in keys]
+    targets = pd.Series([keys.feature.get(k) for k in row_keys], index=bulk.index, dtype=object)
     matched = targets.notna().to_numpy()
-    rows = bulk.loc[matched]
-    summed = rows.groupby(targets[matched].to_numpy(), sort=False).sum()
+    summed = bulk.loc[matched].groupby(targets[matched].to_numpy(), sort=False).sum()
     per_feature = targets[matched].value_counts()
-    first_how = pd.Series([h for h, m in zip(hows, matched) if m], index=targets[matched].to_numpy())
+    # how each model feature was matched: by its first bulk row
+    first_how = pd.Series([keys.how[k] for k, m in zip(row_keys, matched) if m], index=targets[matched].to_numpy())
     first_how = first_how[~first_how.index.duplicated()]
     match = GeneMatch(
         bulk_kind=describe_kind(bulk.index),
@@ -301,12 +320,12 @@ def match_bulk_genes(
         has_reference_ensembl=aliases is not None and len(aliases) > 0,
         gene_table=table_name,
         n_model_features=len(features),
-        matched_by={how: int((first_how == how).sum()) for how in dict.fromkeys(how_of_key.values())},
+        matched_by={how: int((first_how == how).sum()) for how in dict.fromkeys(keys.how.values())},
         n_bulk_rows=int(len(bulk)),
         n_rows_unmatched=int((~matched).sum()),
         n_features_summed=int((per_feature > 1).sum()),
         n_rows_summed=int(per_feature[per_feature > 1].sum()),
-        n_features_with_ensembl=len({f for k, f in key_to_feature.items() if ENSEMBL_GENE.match(k)}),
+        n_features_with_ensembl=len({f for k, f in keys.feature.items() if ENSEMBL_GENE.match(k)}),
         case_examples=case_examples,
         n_case_ambiguous=n_case_ambiguous,
     )

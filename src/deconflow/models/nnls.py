@@ -4,7 +4,7 @@ Works for CPM (RNA, S = cell-type mean CPM) and for betas (methylation atlas, Me
 both are linear mixtures of their columns.
 
 The linear fit on CPM (``LINEAR_FIT_DEFAULTS``, config section ``linear_fit``) has three parts,
-each measured on validation mixtures and on the real DAISM cohort (README, "Models"):
+each measured on validation mixtures and on the real DAISM cohort (docs/models.md):
 
 - **genes**: the ``marker_genes_per_type`` most type-specific genes per type among those with
   at least ``min_marker_cpm`` in the type (None: all genes). Both keys may be lists: the fit is
