@@ -583,3 +583,23 @@ def qc_settings(wildcards):
             dataset_config(wildcards).get("plausible_fractions") or {}
         ),
     }
+
+
+def adaptation_inputs(wildcards):
+    """The training mixtures a model with an adaptation step (hpvade) is adapted to the bulk with
+    (`deconvolution.adapt`, RNA only; deconflow.models.adaptation)."""
+    if (
+        modality(wildcards) == "rna"
+        and adaptation_settings(wildcards)["enabled"]
+        and wildcards.model in ADAPTS_TO_BULK
+    ):
+        return {"mixtures": f"results/{wildcards.dataset}/pseudobulk/train.h5"}
+    return {}
+
+
+def adaptation_settings(wildcards):
+    section = config.get("deconvolution", {})
+    return {
+        "enabled": bool(section.get("adapt", True)),
+        "min_samples": int(section.get("adapt_min_samples", 3)),
+    }
