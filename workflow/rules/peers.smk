@@ -64,7 +64,8 @@ rule peer_bulk_input:
 
 
 # Train-pool cells (raw counts) on the genes shared by the reference and every bulk of the
-# dataset: Rectangle's signature is built once per dataset from them.
+# dataset, at most `peer_max_cells_per_type` of each type (seeded), read and written a chunk at a
+# time: Rectangle's signature is built once per dataset from them.
 rule peer_reference:
     input:
         reference=reference_file,
@@ -76,10 +77,14 @@ rule peer_reference:
         reference="results/{dataset}/peers/inputs/reference.h5ad",
     log:
         "logs/{dataset}/peer_reference.log",
+    benchmark:
+        "benchmarks/{dataset}/peer_reference.tsv"
     conda:
         "../../envs/deconflow.yaml"
     params:
         reader=reader_settings,
+        max_cells_per_type=config.get("peer_max_cells_per_type"),
+        seed=config["seed"],
     script:
         "../scripts/peer_reference.py"
 
