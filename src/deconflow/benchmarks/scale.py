@@ -122,10 +122,18 @@ def _hwm_bytes(pid: int) -> int:
     return 0
 
 
+def _rss(proc) -> int:
+    try:
+        return proc.memory_info().rss
+    except Exception:  # gone or not ours: psutil.NoSuchProcess / AccessDenied
+        return 0
+
+
 class JobSampler(threading.Thread):
-    """Polls the processes under ``root_pid``: every job script's peak memory (VmHWM), named by
-    the log file it opens (logs/<dataset>/<rule>/<wildcards>.log), the largest sum of resident
-    memory of all of them at once, and a watchdog over that sum."""
+    """Polls the processes under ``root_pid``: every job's peak memory (its process's VmHWM, or
+    the resident memory of it and its own children together when larger), named by its log file
+    (logs/<dataset>/<rule>/<wildcards>.log), the largest sum of resident memory of all processes
+    at once, and a watchdog over that sum."""
 
     def __init__(self, root_pid: int, max_bytes: float):
         super().__init__(daemon=True)
@@ -157,7 +165,9 @@ class JobSampler(threading.Thread):
                     if job["log"] is None:
                         logs = [f.path for f in proc.open_files() if "/logs/" in f.path and f.path.endswith(".log")]
                         job["log"] = logs[0].split("/logs/", 1)[1] if logs else None
-                    job["hwm"] = max(job["hwm"], _hwm_bytes(proc.pid), rss)
+                    # a job's own worker processes (Rectangle's joblib workers) count as the job's memory
+                    tree = rss + sum(_rss(child) for child in proc.children(recursive=True))
+                    job["hwm"] = max(job["hwm"], _hwm_bytes(proc.pid), tree)
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
             self.peak_total = max(self.peak_total, total)
