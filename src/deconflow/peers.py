@@ -235,11 +235,15 @@ def write_peer_reference_blocks(blocks, labels, genes, cell_ids, cell_types, pat
     ``AnnData.write_h5ad`` of the whole matrix (same elements and dtypes) whatever the blocks'
     sizes. Returns the number of non-zeros; fewer or more rows than ``cell_ids`` is a ValueError
     (and no file)."""
+    import anndata as ad
     import h5py
     from anndata.io import sparse_dataset, write_elem
 
-    obs = pd.DataFrame({LABEL_COLUMN: np.asarray(labels, dtype=str)}, index=pd.Index(np.asarray(cell_ids, dtype=str)))
-    var = pd.DataFrame(index=pd.Index(np.asarray(genes, dtype=str)))
+    # obs and var as AnnData.write_h5ad stores them (its strings_to_categoricals: labels categorical)
+    shell = ad.AnnData(obs=pd.DataFrame({LABEL_COLUMN: np.asarray(labels, dtype=str)}, index=pd.Index(np.asarray(cell_ids, dtype=str))),
+                       var=pd.DataFrame(index=pd.Index(np.asarray(genes, dtype=str))))
+    shell.strings_to_categoricals()
+    obs, var = shell.obs, shell.var
     rows = nnz = 0
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         h5.attrs["encoding-type"] = "anndata"
