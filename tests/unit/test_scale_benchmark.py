@@ -35,3 +35,13 @@ def test_until_asks_for_the_files_of_those_rules_with_the_default_config_peers_o
     with pytest.raises(SystemExit, match="unknown rule"):
         until_targets(config, "scale20000", ["evaluate_model"])
     assert set(UNTIL_RULES) >= {"train_model", "fit_baseline", "make_pseudobulk"}
+
+
+def test_failed_jobs_are_named_from_snakemakes_output():
+    from deconflow.benchmarks.scale import failed_jobs
+
+    output = ("Select jobs to execute...\nRuleException:\nCalledProcessError in file \"/p/workflow/rules/peers.smk\", line 140:\n"
+              "Command 'set -euo pipefail;  py workflow/scripts/peer_rectangle.py deconvolve --log "
+              "logs/scale300000/peer_deconvolve/rectangle/pseudobulk_test.log > x' returned non-zero exit status 1.\n")
+    assert failed_jobs(output, "scale300000") == ["peer_deconvolve/rectangle/pseudobulk_test"]
+    assert failed_jobs("Finished jobid: 3\n", "scale300000") == []

@@ -53,6 +53,8 @@ rule peer_bulk_input:
         bulk="results/{dataset}/peers/inputs/bulk_{bulk}.h5ad",
     log:
         "logs/{dataset}/peer_bulk_input/{bulk}.log",
+    benchmark:
+        "benchmarks/{dataset}/peer_bulk_input/{bulk}.tsv"
     conda:
         "../../envs/deconflow.yaml"
     params:

@@ -201,6 +201,16 @@ def job_name(log_path: str | None, dataset: str) -> str | None:
     return log_path[len(dataset) + 1 : -len(".log")]
 
 
+def failed_jobs(output: str, dataset: str) -> list[str]:
+    """Jobs that failed, from Snakemake's output (``--quiet rules`` prints a ``RuleException``
+    and the failed command, which names the job's log): names as in the table."""
+    names = []
+    for block in output.split("RuleException:")[1:]:
+        found = re.search(rf"logs/{re.escape(dataset)}/(\S+?)\.log", block[:4000])
+        names.append(found.group(1) if found else "?")
+    return sorted(set(names))
+
+
 def read_benchmarks(work: Path, dataset: str) -> pd.DataFrame:
     """Snakemake's benchmark files of the dataset: job, wall seconds, max_rss (MB)."""
     rows = []
@@ -264,7 +274,7 @@ def run_size(project: Path, reference: Path, n_cells: int, epochs: int, max_byte
     config_path.write_text(yaml.safe_dump(config))
     targets = until_targets(config, dataset, until) if until else []
     cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/local", "--configfile", str(config_path),
-           "--quiet", "rules", *targets]
+           "--quiet", "rules", "--keep-going", *targets]  # a failing job is reported, the others still measured
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=project, env=project_env(project), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -276,7 +286,10 @@ def run_size(project: Path, reference: Path, n_cells: int, epochs: int, max_byte
     sampler.join()
     status = "ok" if proc.returncode == 0 else ("stopped by the watchdog" if sampler.killed else f"failed (exit {proc.returncode})")
     if proc.returncode != 0 and not sampler.killed:
-        print(output.decode(errors="replace")[-3000:], file=sys.stderr)
+        text = output.decode(errors="replace")
+        failed = failed_jobs(text, dataset)
+        status += f"; failed jobs of {', '.join(failed)}" if failed else ""
+        print(text[-3000:], file=sys.stderr)
     table = read_benchmarks(project, dataset)
     sampled = {}
     for job in sampler.jobs.values():
