@@ -435,7 +435,7 @@ def run_script(name: str, python: str | Path, step: str, *args: str, log_path: s
     cmd = peer_command(name, python, step, *args, "--log", log_path)
     with open(log_path, "w") as log_file:
         proc = subprocess.run(cmd, stdout=log_file, stderr=subprocess.STDOUT,
-                              env={**os.environ, "PYTHONNOUSERSITE": "1", "PYTHONPATH": ""})
+                              env={**os.environ, "PYTHONNOUSERSITE": "1", "PYTHONPATH": "", "PYTHONHASHSEED": "0"})
     if proc.returncode != 0:
         lines = Path(log_path).read_text().strip().splitlines()
         raise DeconflowError(log_path, f"peer {name} failed ({step}): {lines[-1] if lines else 'no output'}",

@@ -91,6 +91,8 @@ rule peer_reference:
         "../scripts/peer_reference.py"
 
 
+# PYTHONHASHSEED=0: Rectangle orders its signature genes through a Python set of strings, so
+# without a fixed hash seed two runs on the same cells pickle the same genes in another order.
 rule peer_signature:
     input:
         env=peer_env_input,
@@ -111,7 +113,7 @@ rule peer_signature:
         python=peer_python,
         settings=peer_settings,
     shell:
-        "{params.python} {input.script:q} signature --reference {input.reference:q} --out {output.signature:q}"
+        "PYTHONHASHSEED=0 {params.python} {input.script:q} signature --reference {input.reference:q} --out {output.signature:q}"
         " --threads {threads} --settings {params.settings:q} --log {log:q} > {log:q} 2>&1"
         " || {{ tail -n 1 {log:q} >&2; exit 1; }}"
 
@@ -137,7 +139,7 @@ rule peer_deconvolve:
         python=peer_python,
         settings=peer_settings,
     shell:
-        "{params.python} {input.script:q} deconvolve --reference {input.reference:q} --bulk {input.bulk:q}"
+        "PYTHONHASHSEED=0 {params.python} {input.script:q} deconvolve --reference {input.reference:q} --bulk {input.bulk:q}"
         " --out {output.raw:q} --threads {threads} --settings {params.settings:q} --log {log:q} > {log:q} 2>&1"
         " || {{ tail -n 1 {log:q} >&2; exit 1; }}"
 

@@ -36,7 +36,7 @@ def run_measured(cmd: list[str], log_path: Path) -> tuple[float, float]:
     start = time.perf_counter()
     with open(log_path, "w") as log_file:
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONNOUSERSITE": "1", "PYTHONPATH": ""})
+                                env={**os.environ, "PYTHONNOUSERSITE": "1", "PYTHONPATH": "", "PYTHONHASHSEED": "0"})
         _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
