@@ -23,7 +23,7 @@ of concurrent jobs.
 ``--until RULE ...`` runs only the jobs those rules' outputs need, asked for as target files
 (e.g. ``--until train_model fit_baseline make_pseudobulk peer_signature``: every job that reads
 the reference). Snakemake's own ``--until`` is not used: at 300k cells it stopped after 5 of 66
-jobs with "Out of jobs ready to be started" (its issue 823).
+jobs with "Out of jobs ready to be started" (its issue 823; as reported in deconflow issue 35).
 
 Safety: ``--max-gb`` is a watchdog: when the jobs' resident memory together exceeds it the run
 is killed and the size reported as stopped (default 10 GB). The temporary folder (references
