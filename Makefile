@@ -54,8 +54,10 @@ bench-meth: $(STAMP)
 bench-intervals: $(STAMP)
 	$(ENV) python -m deconflow.benchmarks.intervals --results results/pbmc --models nnls hpvade --n-samples 2000
 
-# memory and time per rule of the default pipeline on synthetic references of 20k-300k cells
-# (BENCH_SCALE_ARGS="--sizes 1000000 --max-gb 10" for an atlas-sized one; see the module docstring)
+# memory and time per job of the default configuration (its models and peers) on synthetic
+# references of 20k-300k cells (BENCH_SCALE_ARGS="--sizes 1000000 --max-gb 10" for an atlas-sized
+# one; "--until make_pseudobulk fit_baseline train_model peer_signature" for the jobs that read the
+# reference only; see the module docstring). Peer venvs: the checkout's .peers (built if missing)
 bench-scale: $(STAMP)
 	$(ENV) nice -n 10 python -m deconflow.benchmarks.scale $(BENCH_SCALE_ARGS)
 

@@ -194,20 +194,105 @@ def ensure_env(name: str, env_dir: str | Path = DEFAULT_ENV_DIR, pin_dir: str | 
 
 
 # --------------------------------------------------------------------------- inputs for the peers
+def cap_cells_per_type(labels, max_cells: int | None, seed: int) -> np.ndarray:
+    """Positions (increasing) of the cells kept when every cell type keeps at most ``max_cells``
+    cells: a type with ``n <= max_cells`` cells keeps all of them, a larger one ``max_cells``
+    drawn uniformly without replacement. ``labels``: one per cell (n_cells,); ``max_cells``: None
+    keeps every cell. Seeded per type (``numpy.random.default_rng([seed, crc32(type)])``), so a
+    type's draw depends on the seed and on that type's cells only, not on the other types. A
+    stratified subsample as single-cell deconvolution tools take for their signatures (e.g.
+    CIBERSORTx's and Capybara's cells per type); ``peer_max_cells_per_type`` in config/README.md."""
+    import zlib
+
+    labels = np.asarray(labels, dtype=str)
+    if max_cells is None:
+        return np.arange(len(labels))
+    if int(max_cells) < 1:
+        raise ValueError(f"max_cells must be at least 1 (got {max_cells})")
+    keep = np.zeros(len(labels), dtype=bool)
+    for cell_type in sorted(pd.unique(labels).tolist()):
+        where = np.flatnonzero(labels == cell_type)
+        if len(where) > int(max_cells):
+            rng = np.random.default_rng([int(seed), zlib.crc32(cell_type.encode())])
+            where = where[rng.choice(len(where), size=int(max_cells), replace=False)]
+        keep[where] = True
+    return np.flatnonzero(keep)
+
+
 def write_peer_reference(counts, labels, genes, cell_ids, cell_types, path: str | Path) -> None:
     """Reference cells for a peer that builds its own signature: h5ad, cells x genes raw integer
-    counts (CSR), ``obs['cell_type']``, and ``uns['deconflow_cell_types']`` (deconflow's type
-    order, which the peer's output columns follow)."""
-    import anndata as ad
+    counts (CSR, float32), ``obs['cell_type']``, and ``uns['deconflow_cell_types']`` (deconflow's
+    type order, which the peer's output columns follow). ``counts``: one matrix, or an iterable of
+    CSR blocks of consecutive cells (``ReferenceSource.chunks``), written one block at a time."""
+    blocks = [counts] if sp.issparse(counts) or isinstance(counts, np.ndarray) else counts
+    write_peer_reference_blocks(blocks, labels, genes, cell_ids, cell_types, path)
 
-    adata = ad.AnnData(
-        X=sp.csr_matrix(counts, dtype=np.float32),
-        obs=pd.DataFrame({LABEL_COLUMN: np.asarray(labels, dtype=str)}, index=pd.Index(np.asarray(cell_ids, dtype=str))),
-        var=pd.DataFrame(index=pd.Index(np.asarray(genes, dtype=str))),
-    )
-    adata.uns[CELL_TYPES_KEY] = np.asarray(cell_types, dtype=str)
-    with atomic_path(path) as tmp:
-        adata.write_h5ad(tmp)
+
+def write_peer_reference_blocks(blocks, labels, genes, cell_ids, cell_types, path: str | Path) -> int:
+    """:func:`write_peer_reference` from CSR blocks (cells x genes, consecutive cells in the order
+    of ``cell_ids``), appended to the file one at a time (anndata ``write_elem`` then
+    ``sparse_dataset.append``), so only one block is in memory. The file reads the same as an
+    ``AnnData.write_h5ad`` of the whole matrix (same elements and dtypes) whatever the blocks'
+    sizes. Returns the number of non-zeros; fewer or more rows than ``cell_ids`` is a ValueError
+    (and no file)."""
+    import anndata as ad
+    import h5py
+    from anndata.io import sparse_dataset, write_elem
+
+    # obs and var as AnnData.write_h5ad stores them (its strings_to_categoricals: labels categorical)
+    shell = ad.AnnData(obs=pd.DataFrame({LABEL_COLUMN: np.asarray(labels, dtype=str)}, index=pd.Index(np.asarray(cell_ids, dtype=str))),
+                       var=pd.DataFrame(index=pd.Index(np.asarray(genes, dtype=str))))
+    shell.strings_to_categoricals()
+    obs, var = shell.obs, shell.var
+    rows = nnz = 0
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        h5.attrs["encoding-type"] = "anndata"
+        h5.attrs["encoding-version"] = "0.1.0"
+        write_elem(h5, "obs", obs)
+        write_elem(h5, "var", var)
+        write_elem(h5, "uns", {CELL_TYPES_KEY: np.asarray(cell_types, dtype=str)})
+        for name in ("obsm", "varm", "obsp", "varp", "layers"):
+            write_elem(h5, name, {})
+        for block in blocks:
+            block = sp.csr_matrix(block, dtype=np.float32)
+            if block.shape[1] != len(var):
+                raise ValueError(f"a block has {block.shape[1]} genes, not {len(var)}")
+            if not block.shape[0]:
+                continue
+            if "X" not in h5:  # anndata writes sparse data resizable (maxshape None): later blocks append
+                write_elem(h5, "X", block)
+            else:
+                sparse_dataset(h5["X"]).append(block)
+            rows += block.shape[0]
+            nnz += block.nnz
+        if "X" not in h5:
+            write_elem(h5, "X", sp.csr_matrix((0, len(var)), dtype=np.float32))
+        if rows != len(obs):
+            raise ValueError(f"the blocks hold {rows} cells, not the {len(obs)} cell ids given")
+    return nnz
+
+
+def write_train_pool_reference(reference, rows, gene_mask, path: str | Path, max_cells_per_type: int | None = None,
+                               seed: int = 0, chunk_nnz: int | None = None) -> dict:
+    """Rule ``peer_reference``: the cells ``rows`` of ``reference`` (a ``deconflow.io.ReferenceSource``;
+    increasing positions, the train pool), at most ``max_cells_per_type`` of each type
+    (:func:`cap_cells_per_type` with ``seed``), on the genes of ``gene_mask`` (bool, one per
+    reference gene), written to ``path`` by :func:`write_peer_reference_blocks` while read a chunk of
+    rows at a time (``chunk_nnz`` non-zeros, default ``CHUNK_NNZ``): the reference's counts are never
+    whole in memory, and the file is the same for any ``chunk_nnz``. Returns ``{"kept": {type: n},
+    "available": {type: n}, "cells": n, "genes": n, "nnz": n}``."""
+    from .io.references import CHUNK_NNZ
+
+    rows = np.asarray(rows, dtype=np.int64)
+    labels = reference.labels[rows]
+    kept_rows = rows[cap_cells_per_type(labels, max_cells_per_type, seed)]
+    genes = np.flatnonzero(np.asarray(gene_mask, dtype=bool))
+    blocks = (block[:, genes] for _, block in reference.chunks(kept_rows, chunk_nnz or CHUNK_NNZ))
+    nnz = write_peer_reference_blocks(blocks, reference.labels[kept_rows], reference.genes[genes], reference.cell_ids[kept_rows],
+                                      reference.cell_types, path)
+    count = lambda values: {t: int((values == t).sum()) for t in reference.cell_types}  # noqa: E731
+    return {"kept": count(reference.labels[kept_rows]), "available": count(labels), "cells": len(kept_rows),
+            "genes": len(genes), "nnz": nnz}
 
 
 def write_peer_bulk(values, sample_ids, genes, path: str | Path) -> None:
@@ -350,7 +435,7 @@ def run_script(name: str, python: str | Path, step: str, *args: str, log_path: s
     cmd = peer_command(name, python, step, *args, "--log", log_path)
     with open(log_path, "w") as log_file:
         proc = subprocess.run(cmd, stdout=log_file, stderr=subprocess.STDOUT,
-                              env={**os.environ, "PYTHONNOUSERSITE": "1", "PYTHONPATH": ""})
+                              env={**os.environ, "PYTHONNOUSERSITE": "1", "PYTHONPATH": "", "PYTHONHASHSEED": "0"})
     if proc.returncode != 0:
         lines = Path(log_path).read_text().strip().splitlines()
         raise DeconflowError(log_path, f"peer {name} failed ({step}): {lines[-1] if lines else 'no output'}",

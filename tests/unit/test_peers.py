@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 import yaml
 
 from deconflow.errors import DeconflowError
@@ -95,3 +96,85 @@ def test_peer_scripts_never_import_deconflow():
     for spec in PEERS.values():
         text = Path(spec.script).read_text()
         assert "deconflow" not in "".join(line for line in text.splitlines() if line.lstrip().startswith(("import", "from")))
+
+
+# --------------------------------------------------------------------------- peer_reference: streamed, capped
+def _counts_reference(tmp_path, n_per_type, n_genes=40, seed=3):
+    """An h5ad of random raw counts with n_per_type[t] cells of type t, types interleaved."""
+    from deconflow.io import write_reference_h5ad
+
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.repeat(list(n_per_type), list(n_per_type.values())))
+    counts = sp.random(len(labels), n_genes, density=0.3, format="csr", random_state=seed,
+                       data_rvs=lambda k: rng.integers(1, 50, size=k)).astype(np.int32)
+    path = tmp_path / "reference.h5ad"
+    write_reference_h5ad(counts, [f"c{i:04d}" for i in range(len(labels))], [f"g{j:02d}" for j in range(n_genes)], labels, path)
+    return path, counts, labels
+
+
+def test_cap_keeps_min_of_n_and_cap_per_type_seeded_and_leaves_small_types_whole():
+    from deconflow.peers import cap_cells_per_type
+
+    labels = np.repeat(["B cells", "Monocytes", "NK cells", "T cells"], [5, 300, 40, 1000])
+    labels = labels[np.random.default_rng(0).permutation(len(labels))]
+    kept = cap_cells_per_type(labels, 40, seed=42)
+    assert np.all(np.diff(kept) > 0)
+    counts = pd.Series(labels[kept]).value_counts().to_dict()
+    assert counts == {"B cells": 5, "Monocytes": 40, "NK cells": 40, "T cells": 40}
+    for small in ("B cells", "NK cells"):  # at or below the cap: every cell, untouched
+        assert set(np.flatnonzero(labels == small)) <= set(kept)
+    np.testing.assert_array_equal(kept, cap_cells_per_type(labels, 40, seed=42))
+    assert not np.array_equal(kept, cap_cells_per_type(labels, 40, seed=7))
+    # a type's draw depends on its own cells only: dropping another type leaves it as it was
+    without_b = np.flatnonzero(labels != "B cells")
+    again = without_b[cap_cells_per_type(labels[without_b], 40, seed=42)]
+    np.testing.assert_array_equal(kept[labels[kept] == "T cells"], again[labels[again] == "T cells"])
+    np.testing.assert_array_equal(cap_cells_per_type(labels, None, seed=42), np.arange(len(labels)))
+    np.testing.assert_array_equal(cap_cells_per_type(labels, 10_000, seed=42), np.arange(len(labels)))
+    with pytest.raises(ValueError, match="at least 1"):
+        cap_cells_per_type(labels, 0, seed=42)
+
+
+@pytest.mark.parametrize("cap", [None, 7])
+def test_peer_reference_is_the_same_for_any_chunk_size(tmp_path, cap):
+    import anndata as ad
+
+    from deconflow.io import open_reference
+    from deconflow.peers import write_train_pool_reference
+
+    path, counts, labels = _counts_reference(tmp_path, {"B cells": 4, "Monocytes": 25, "T cells": 31})
+    source = open_reference(path)
+    assert source._group is not None  # the lean (on-disk) reader, as for an atlas
+    rows = np.flatnonzero(np.arange(len(labels)) % 3 != 0)  # a train pool
+    genes = np.arange(counts.shape[1]) % 4 != 1
+    files = {}
+    for chunk_nnz in (1, 13, 97, 1 << 24):
+        files[chunk_nnz] = tmp_path / f"peers_{chunk_nnz}.h5ad"
+        summary = write_train_pool_reference(source, rows, genes, files[chunk_nnz], cap, seed=5, chunk_nnz=chunk_nnz)
+    reads = {k: ad.read_h5ad(v) for k, v in files.items()}
+    whole = reads[1 << 24]
+    for other in reads.values():
+        assert other.obs_names.tolist() == whole.obs_names.tolist()
+        assert other.obs["cell_type"].tolist() == whole.obs["cell_type"].tolist()
+        assert other.var_names.tolist() == whole.var_names.tolist()
+        assert other.X.dtype == np.float32 and (other.X != whole.X).nnz == 0
+    # the cells are the train pool's (capped), with their own counts on the kept genes
+    kept = np.array([int(c[1:]) for c in whole.obs_names])
+    assert set(kept) <= set(rows)
+    np.testing.assert_array_equal(whole.X.toarray(), counts[kept][:, genes].toarray())
+    np.testing.assert_array_equal(whole.obs["cell_type"].to_numpy(), labels[kept])
+    expected = pd.Series(labels[rows]).value_counts()
+    if cap:
+        expected = expected.clip(upper=cap)
+    assert whole.obs["cell_type"].value_counts().to_dict() == expected.to_dict() == {k: v for k, v in summary["kept"].items() if v}
+    assert summary["cells"] == len(kept) and summary["genes"] == int(genes.sum()) and summary["nnz"] == whole.X.nnz
+    assert list(whole.uns["deconflow_cell_types"]) == ["B cells", "Monocytes", "T cells"]
+
+
+def test_peer_reference_blocks_refuse_a_wrong_number_of_cells(tmp_path):
+    from deconflow.peers import write_peer_reference_blocks
+
+    with pytest.raises(ValueError, match="2 cells, not the 3"):
+        write_peer_reference_blocks([sp.csr_matrix(np.eye(2))], ["a", "b", "a"], ["g1", "g2"], ["c1", "c2", "c3"], ["a", "b"],
+                                    tmp_path / "x.h5ad")
+    assert not (tmp_path / "x.h5ad").exists() and not list(tmp_path.iterdir())

@@ -56,6 +56,8 @@ rule peer_bulk_input:
         bulk="results/{dataset}/peers/inputs/bulk_{bulk}.h5ad",
     log:
         "logs/{dataset}/peer_bulk_input/{bulk}.log",
+    benchmark:
+        "benchmarks/{dataset}/peer_bulk_input/{bulk}.tsv"
     conda:
         "../../envs/deconflow.yaml"
     params:
@@ -67,7 +69,8 @@ rule peer_bulk_input:
 
 
 # Train-pool cells (raw counts) on the genes shared by the reference and every bulk of the
-# dataset: Rectangle's signature is built once per dataset from them.
+# dataset, at most `peer_max_cells_per_type` of each type (seeded), read and written a chunk at a
+# time: Rectangle's signature is built once per dataset from them.
 rule peer_reference:
     input:
         reference=reference_file,
@@ -79,14 +82,20 @@ rule peer_reference:
         reference="results/{dataset}/peers/inputs/reference.h5ad",
     log:
         "logs/{dataset}/peer_reference.log",
+    benchmark:
+        "benchmarks/{dataset}/peer_reference.tsv"
     conda:
         "../../envs/deconflow.yaml"
     params:
         reader=reader_settings,
+        max_cells_per_type=config.get("peer_max_cells_per_type"),
+        seed=config["seed"],
     script:
         "../scripts/peer_reference.py"
 
 
+# PYTHONHASHSEED=0: Rectangle orders its signature genes through a Python set of strings, so
+# without a fixed hash seed two runs on the same cells pickle the same genes in another order.
 rule peer_signature:
     input:
         env=peer_env_input,
@@ -107,7 +116,7 @@ rule peer_signature:
         python=peer_python,
         settings=peer_settings,
     shell:
-        "{params.python} {input.script:q} signature --reference {input.reference:q} --out {output.signature:q}"
+        "PYTHONHASHSEED=0 {params.python} {input.script:q} signature --reference {input.reference:q} --out {output.signature:q}"
         " --threads {threads} --settings {params.settings:q} --log {log:q} > {log:q} 2>&1"
         " || {{ tail -n 1 {log:q} >&2; exit 1; }}"
 
@@ -133,7 +142,7 @@ rule peer_deconvolve:
         python=peer_python,
         settings=peer_settings,
     shell:
-        "{params.python} {input.script:q} deconvolve --reference {input.reference:q} --bulk {input.bulk:q}"
+        "PYTHONHASHSEED=0 {params.python} {input.script:q} deconvolve --reference {input.reference:q} --bulk {input.bulk:q}"
         " --out {output.raw:q} --threads {threads} --settings {params.settings:q} --log {log:q} > {log:q} 2>&1"
         " || {{ tail -n 1 {log:q} >&2; exit 1; }}"
 

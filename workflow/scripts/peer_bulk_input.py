@@ -1,13 +1,14 @@
 """A real bulk as the peers read it: genes matched to the reference's (as for the models), h5ad
-samples x shared genes, CPM over them."""
+samples x shared genes, CPM over them. Only the reference's metadata is read (its genes; the
+counts stay on disk: open_reference), whatever its size."""
 
-from deconflow.io import read_reference
+from deconflow.io import open_reference
 from deconflow.logs import script_logging
 from deconflow.peers import match_bulk_to_reference, write_peer_bulk
 
 with script_logging(snakemake.log[0]) as log:
     inputs, reader, settings = snakemake.input, snakemake.params.reader, dict(snakemake.params.bulk)
-    reference = read_reference(inputs.reference, reader["label_key"], reader["counts_layer"], reader["donor_key"],
+    reference = open_reference(inputs.reference, reader["label_key"], reader["counts_layer"], reader["donor_key"],
                                labels=reader["labels"], gene_column=reader["gene_column"])
     bulk = [inputs.bulk] if isinstance(inputs.bulk, str) else list(inputs.bulk)
     matched = match_bulk_to_reference(

@@ -2,20 +2,28 @@
 figures, it is not a test; `make bench-scale`).
 
     python -m deconflow.benchmarks.scale [--sizes 20000 100000 300000] [--epochs 3] [--max-gb 10]
-                                         [--until RULE ...] [--workdir DIR] [--keep]
+                                         [--until RULE ...] [--workdir DIR] [--keep] [--reference-dir DIR]
 
 For every size N it builds a synthetic reference from the embedded one (``resources/pbmc``):
 N cells drawn per cell type in the embedded proportions (stratified), each a binomial-thinned
 copy of a random cell of its type (every count c becomes Binomial(c, ``--thin``); 0.9 keeps
 ~690 non-zeros per cell of the embedded ~740), int32 CSR h5ad, written a chunk of cells at a
 time (anndata ``write_elem`` + ``sparse_dataset.append``), genes as the embedded reference's.
-It then runs the default pipeline on it in a temporary project copy (the default config's
-pbmc dataset with this reference, models nnls and hpvade with ``--epochs`` epochs, the local
-profile, the cores of this machine) and prints per job: wall seconds and ``max_rss`` from the
-rule's ``benchmark:`` file, and a sampled peak: the kernel's high-water mark of the job's
-resident memory (``VmHWM`` of /proc/PID/status, read every 0.2 s while the job runs), which
-does not miss the short peaks that Snakemake's own sampling can. Then the growth of every rule
-between sizes (MB per 100k cells) and the largest sum of resident memory of concurrent jobs.
+It then runs the default configuration as a user has it on it, in a temporary project copy:
+config/config.yaml's pbmc dataset with this reference, its models and its peers (Rectangle,
+dtangle; their venvs from the checkout's ``peer_env_dir``, built there first if missing), every
+learned model cut to ``--epochs`` epochs, the local profile, the cores of this machine. It prints
+per job: wall seconds and ``max_rss`` from the rule's ``benchmark:`` file, and a sampled peak:
+the kernel's high-water mark of the job's resident memory (``VmHWM`` of /proc/PID/status, read
+every 0.2 s while the job runs), which does not miss the short peaks that Snakemake's own
+sampling can; the peers' jobs (their own interpreters, run by shell rules) are sampled too. Then
+the growth of every rule between sizes (MB per 100k cells) and the largest sum of resident memory
+of concurrent jobs.
+
+``--until RULE ...`` runs only the jobs those rules' outputs need, asked for as target files
+(e.g. ``--until train_model fit_baseline make_pseudobulk peer_signature``: every job that reads
+the reference). Snakemake's own ``--until`` is not used: at 300k cells it stopped after 5 of 66
+jobs with "Out of jobs ready to be started" (its issue 823; as reported in deconflow issue 35).
 
 Safety: ``--max-gb`` is a watchdog: when the jobs' resident memory together exceeds it the run
 is killed and the size reported as stopped (default 10 GB). The temporary folder (references
@@ -47,6 +55,9 @@ from .pipeline import copy_project, project_env
 WRITE_CHUNK_CELLS = 50_000
 #: seconds between two samples of the jobs' memory
 POLL_SECONDS = 0.2
+#: the rules ``--until`` accepts and the files (per dataset) their jobs write: asked for as targets
+UNTIL_RULES = ("split_reference", "build_signature", "make_pseudobulk", "fit_baseline", "train_model", "peer_reference",
+               "peer_signature")
 
 
 # --------------------------------------------------------------------------- synthetic references
@@ -111,10 +122,18 @@ def _hwm_bytes(pid: int) -> int:
     return 0
 
 
+def _rss(proc) -> int:
+    try:
+        return proc.memory_info().rss
+    except Exception:  # gone or not ours: psutil.NoSuchProcess / AccessDenied
+        return 0
+
+
 class JobSampler(threading.Thread):
-    """Polls the processes under ``root_pid``: every job script's peak memory (VmHWM), named by
-    the log file it opens (logs/<dataset>/<rule>/<wildcards>.log), the largest sum of resident
-    memory of all of them at once, and a watchdog over that sum."""
+    """Polls the processes under ``root_pid``: every job's peak memory (its process's VmHWM, or
+    the resident memory of it and its own children together when larger), named by its log file
+    (logs/<dataset>/<rule>/<wildcards>.log), the largest sum of resident memory of all processes
+    at once, and a watchdog over that sum."""
 
     def __init__(self, root_pid: int, max_bytes: float):
         super().__init__(daemon=True)
@@ -139,14 +158,16 @@ class JobSampler(threading.Thread):
                     total += rss
                     job = self.jobs.get(proc.pid)
                     if job is None:
-                        cmdline = " ".join(proc.cmdline())
-                        if ".snakemake/scripts/" not in cmdline:
+                        job = new_job(proc.cmdline())
+                        if job is None:
                             continue
-                        job = self.jobs[proc.pid] = {"script": cmdline.rsplit(".", 2)[-2], "log": None, "hwm": 0}
+                        self.jobs[proc.pid] = job
                     if job["log"] is None:
                         logs = [f.path for f in proc.open_files() if "/logs/" in f.path and f.path.endswith(".log")]
                         job["log"] = logs[0].split("/logs/", 1)[1] if logs else None
-                    job["hwm"] = max(job["hwm"], _hwm_bytes(proc.pid), rss)
+                    # a job's own worker processes (Rectangle's joblib workers) count as the job's memory
+                    tree = rss + sum(_rss(child) for child in proc.children(recursive=True))
+                    job["hwm"] = max(job["hwm"], _hwm_bytes(proc.pid), tree)
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
             self.peak_total = max(self.peak_total, total)
@@ -157,11 +178,37 @@ class JobSampler(threading.Thread):
             time.sleep(POLL_SECONDS)
 
 
+def new_job(cmdline: list[str]) -> dict | None:
+    """A job to follow from its process's command line, or None: a rule's ``script:`` (Snakemake
+    runs ``.snakemake/scripts/tmp*.<name>.py``; its log is found among its open files) or a peer's
+    script (``<venv>/bin/python workflow/scripts/peer_<peer>.py STEP ... --log LOG``; not the
+    shell that starts it)."""
+    joined = " ".join(cmdline)
+    if ".snakemake/scripts/" in joined:
+        return {"script": joined.rsplit(".", 2)[-2], "log": None, "hwm": 0}
+    peer_script = [part for part in cmdline if "workflow/scripts/peer_" in part and part.endswith(".py")]
+    if peer_script and cmdline and "python" in Path(cmdline[0]).name and "--log" in cmdline[:-1]:
+        log_path = cmdline[cmdline.index("--log") + 1]
+        return {"script": Path(peer_script[0]).stem, "hwm": 0,
+                "log": log_path.split("/logs/", 1)[1] if "/logs/" in log_path else log_path.removeprefix("logs/")}
+    return None
+
+
 def job_name(log_path: str | None, dataset: str) -> str | None:
     """``make_pseudobulk/train`` from ``<dataset>/make_pseudobulk/train.log``."""
     if not log_path or not log_path.startswith(dataset + "/"):
         return None
     return log_path[len(dataset) + 1 : -len(".log")]
+
+
+def failed_jobs(output: str, dataset: str) -> list[str]:
+    """Jobs that failed, from Snakemake's output (``--quiet rules`` prints a ``RuleException``
+    and the failed command, which names the job's log): names as in the table."""
+    names = []
+    for block in output.split("RuleException:")[1:]:
+        found = re.search(rf"logs/{re.escape(dataset)}/(\S+?)\.log", block[:4000])
+        names.append(found.group(1) if found else "?")
+    return sorted(set(names))
 
 
 def read_benchmarks(work: Path, dataset: str) -> pd.DataFrame:
@@ -176,24 +223,58 @@ def read_benchmarks(work: Path, dataset: str) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- one size
-def bench_config(project: Path, dataset: str, reference: Path, epochs: int) -> dict:
-    """The default config's pbmc dataset on ``reference``, models nnls and hpvade."""
+def bench_config(project: Path, dataset: str, reference: Path, epochs: int, peer_env_dir: Path | None = None) -> dict:
+    """The default config (config/config.yaml: its models, its peers, ``peer_max_cells_per_type``)
+    with its pbmc dataset on ``reference``, every learned model cut to ``epochs`` epochs, the peers'
+    venvs in ``peer_env_dir`` (absolute; default: the config's, inside the project copy)."""
+    from ..registry import MODULES
+
     config = yaml.safe_load((project / "config" / "config.yaml").read_text())
     pbmc = copy.deepcopy(config["datasets"]["pbmc"])
     pbmc["reference"] = str(reference)
     config["datasets"] = {dataset: pbmc}
-    config["models"] = ["nnls", "hpvade"]
-    config["train"]["hpvade"].update({"epochs": int(epochs), "patience": int(epochs)})
+    for model in config["models"]:
+        if MODULES[model][1] and model in config.get("train", {}):  # learned models only
+            config["train"][model].update({"epochs": int(epochs), "patience": int(epochs)})
+    if peer_env_dir is not None:
+        config["peer_env_dir"] = str(peer_env_dir)
     return config
 
 
+def until_targets(config: dict, dataset: str, rules: list[str]) -> list[str]:
+    """The files the jobs of ``rules`` write for ``dataset`` under ``config`` (snakemake targets:
+    the run then makes only those and what they need)."""
+    from ..peers import PEERS
+    from ..registry import MODULES
+
+    unknown = sorted(set(rules) - set(UNTIL_RULES))
+    if unknown:
+        raise SystemExit(f"--until: unknown rule(s) {unknown}; use any of {list(UNTIL_RULES)}")
+    models = config["datasets"][dataset].get("models", config["models"])
+    peers = config["datasets"][dataset].get("peers", config.get("peers", []))
+    cell_peers = [p for p in peers if PEERS[p].reference == "cells"]
+    root = f"results/{dataset}"
+    files = {
+        "split_reference": [f"{root}/split/cells.tsv"],
+        "build_signature": [f"{root}/signature/signature.tsv"],
+        "make_pseudobulk": [f"{root}/pseudobulk/{split}.h5" for split in ("train", "val", "test")],
+        "fit_baseline": [f"{root}/models/{m}/checkpoint_best.pt" for m in models if not MODULES[m][1]],
+        "train_model": [f"{root}/models/{m}/checkpoint_best.pt" for m in models if MODULES[m][1]],
+        "peer_reference": [f"{root}/peers/inputs/reference.h5ad"] if cell_peers else [],
+        "peer_signature": [f"{root}/peers/{p}/signature.pkl" for p in cell_peers],
+    }
+    return list(dict.fromkeys(f for rule in rules for f in files[rule]))
+
+
 def run_size(project: Path, reference: Path, n_cells: int, epochs: int, max_bytes: float,
-             until: list[str] | None = None) -> tuple[pd.DataFrame, dict]:
+             until: list[str] | None = None, peer_env_dir: Path | None = None) -> tuple[pd.DataFrame, dict]:
     dataset = f"scale{n_cells}"
     config_path = project / f"config_{dataset}.yaml"
-    config_path.write_text(yaml.safe_dump(bench_config(project, dataset, reference, epochs)))
+    config = bench_config(project, dataset, reference, epochs, peer_env_dir)
+    config_path.write_text(yaml.safe_dump(config))
+    targets = until_targets(config, dataset, until) if until else []
     cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/local", "--configfile", str(config_path),
-           "--quiet", "rules"] + (["--until", *until] if until else [])
+           "--quiet", "rules", "--keep-going", *targets]  # a failing job is reported, the others still measured
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=project, env=project_env(project), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -205,7 +286,10 @@ def run_size(project: Path, reference: Path, n_cells: int, epochs: int, max_byte
     sampler.join()
     status = "ok" if proc.returncode == 0 else ("stopped by the watchdog" if sampler.killed else f"failed (exit {proc.returncode})")
     if proc.returncode != 0 and not sampler.killed:
-        print(output.decode(errors="replace")[-3000:], file=sys.stderr)
+        text = output.decode(errors="replace")
+        failed = failed_jobs(text, dataset)
+        status += f"; failed jobs of {', '.join(failed)}" if failed else ""
+        print(text[-3000:], file=sys.stderr)
     table = read_benchmarks(project, dataset)
     sampled = {}
     for job in sampler.jobs.values():
@@ -232,11 +316,13 @@ def growth(tables: dict[int, pd.DataFrame]) -> pd.DataFrame:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 100_000, 300_000])
-    parser.add_argument("--epochs", type=int, default=3, help="hpvade epochs")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs (and patience) of every learned model")
     parser.add_argument("--thin", type=float, default=0.9, help="binomial thinning probability of every count")
     parser.add_argument("--max-gb", type=float, default=10.0, help="watchdog: kill a run whose jobs hold more together")
-    parser.add_argument("--until", nargs="+", default=None,
-                        help="run only up to these rules (e.g. train_model fit_baseline: the jobs that read the reference)")
+    parser.add_argument("--until", nargs="+", default=None, choices=UNTIL_RULES, metavar="RULE",
+                        help=f"run only these rules' jobs and what they need (target files), any of {', '.join(UNTIL_RULES)}")
+    parser.add_argument("--peer-env-dir", default=None,
+                        help="the peers' venvs (default: the checkout's `peer_env_dir`, .peers; built there if missing)")
     parser.add_argument("--workflow-dir", default=".", help="folder with the Snakefile and resources/")
     parser.add_argument("--workdir", default=None, help="where to build (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
@@ -247,6 +333,8 @@ def main(argv=None) -> int:
     source = Path(args.workflow_dir).resolve()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="deconflow-scale-"))
     project = copy_project(source, work / "project", source / "resources")  # mtimes kept: nothing is re-made
+    user_config = yaml.safe_load((source / "config" / "config.yaml").read_text())
+    peer_env_dir = (source / (args.peer_env_dir or user_config.get("peer_env_dir", ".peers"))).resolve()
     tables, summaries = {}, []
     try:
         for n_cells in args.sizes:
@@ -263,7 +351,7 @@ def main(argv=None) -> int:
                   f"({built})", flush=True)
             if args.build_only:
                 continue
-            table, summary = run_size(project, reference, n_cells, args.epochs, args.max_gb * 1e9, args.until)
+            table, summary = run_size(project, reference, n_cells, args.epochs, args.max_gb * 1e9, args.until, peer_env_dir)
             tables[n_cells] = table
             summaries.append({"cells": n_cells, "file_gb": figures["file_gb"], **summary,
                               "largest_job_gb": table["sampled_peak_gb"].max(),
