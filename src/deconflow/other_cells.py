@@ -143,7 +143,7 @@ class OtherCellsFit:
         linear_fit = {**LINEAR_FIT_DEFAULTS, **(linear_fit or {})}
         rows = specific_marker_rows(signature.to_numpy(dtype=np.float64), int(settings["marker_genes_per_type"]),
                                     float(settings["min_log2_fold_change"]), float(settings["min_marker_cpm"]),
-                                    [str(t) for t in signature.columns])
+                                    [str(t) for t in signature.columns], strict=False)
         library_size = np.asarray(library_size, dtype=np.float64)
         if settings["scale_genes"] not in ("all", "housekeeping"):
             raise ValueError(f"other_cells.scale_genes must be 'all' or 'housekeeping', got {settings['scale_genes']!r}")
@@ -248,11 +248,12 @@ class OtherCellsFit:
 
 
 def specific_marker_rows(signature: np.ndarray, n_per_type: int, min_log2_fold_change: float, min_cpm: float,
-                         cell_types=None) -> np.ndarray:
+                         cell_types=None, strict: bool = True) -> np.ndarray:
     """Sorted row indices of each type's ``n_per_type`` most specific genes: CPM ≥ ``min_cpm`` in
     the type and log2(CPM + 1) at least ``min_log2_fold_change`` above the highest other type,
-    ranked by that difference (ties by row). ``signature``: genes x types CPM. Raises
-    ``DeconflowError`` when a type has no such gene (it could not be fitted)."""
+    ranked by that difference (ties by row). ``signature``: genes x types CPM. A type with no such
+    gene: ``strict`` raises ``DeconflowError`` (it could not be fitted); otherwise it takes its
+    ``n_per_type`` genes of highest difference (a small reference or close types), with a warning."""
     values = np.asarray(signature, dtype=np.float64)
     logged = np.log2(values + 1.0)
     chosen = set()
@@ -260,8 +261,13 @@ def specific_marker_rows(signature: np.ndarray, n_per_type: int, min_log2_fold_c
         others = np.delete(logged, k, axis=1).max(axis=1) if values.shape[1] > 1 else np.zeros(len(values))
         score = logged[:, k] - others
         candidates = np.flatnonzero((score >= min_log2_fold_change) & (values[:, k] >= min_cpm))
+        name = cell_types[k] if cell_types is not None else k
+        if len(candidates) == 0 and not strict:
+            candidates = np.arange(len(values))
+            logging.getLogger(__name__).warning(
+                "cell type %r has no gene >= %g CPM and >= %g log2 fold change above every other type: its %d genes of "
+                "highest fold change are used (best %.2f)", name, min_cpm, min_log2_fold_change, n_per_type, score.max())
         if len(candidates) == 0:
-            name = cell_types[k] if cell_types is not None else k
             raise DeconflowError(None, f"cell type {name!r} of the signature has no gene ≥ {min_cpm:g} CPM and "
                                        f"≥ {min_log2_fold_change:g} log2 fold change above every other type",
                                  "lower other_cells.min_log2_fold_change or other_cells.min_marker_cpm")

@@ -116,6 +116,9 @@ def test_specific_markers_meet_the_bounds_and_a_type_without_any_is_refused():
     assert rows.tolist() == [0, 3]  # x: no fold change, y: log2(51/41) < 3
     with pytest.raises(DeconflowError, match="'A'.*no gene"):
         specific_marker_rows(signature.to_numpy(), 5, 3.0, 150.0, ["A", "B"])
+    # the calibration's mode: A takes its genes of highest fold change (w first, z last), B keeps z
+    relaxed = specific_marker_rows(signature.to_numpy(), 1, 3.0, 150.0, ["A", "B"], strict=False)
+    assert relaxed.tolist() == [0, 3]
 
 
 def test_absolute_fractions_sum_to_one():
