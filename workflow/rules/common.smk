@@ -499,6 +499,7 @@ OTHER_CELLS = "results/{dataset}/models/other_cells.json"
 OTHER_CELLS_CODE = library_files(
     "other_cells",
     "trust",
+    "depth",
     "evaluation",
     "registry",
     "models/__init__",
