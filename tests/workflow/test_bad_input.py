@@ -117,6 +117,7 @@ def project(tmp_path_factory, embedded_resources) -> Project:
     bulk.to_csv(work / "inputs/bulk.tsv", sep="\t")
     _write_yaml(work / "inputs/base.yaml", BASE_CONFIG)
     models = [f"results/{ds}/models/nnls/checkpoint_best.pt" for ds in (RNA, METHYLATION)]
+    models.append(f"results/{METHYLATION}/models/nnls/calibration.json")  # its qc rows' residual check
     snakemake(work, *models, f"results/{RNA}/deconvolution/{MEASURED_BULK}/nnls/proportions.csv", "--configfile", "inputs/base.yaml")
     return Project(work, GoodData(reference, bulk, atlas, methylation_bulk, truth))
 
