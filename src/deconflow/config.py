@@ -270,9 +270,32 @@ def check_train_section(config: dict, config_files: Iterable[str] = (), override
             check(["train"], {key: value}, shared)
 
 
+def typed_overrides(config: dict, overrides: dict | None, path: tuple = ()) -> None:
+    """Give nested ``--config`` values the types a config file would give them, in ``config``.
+
+    Snakemake parses a ``--config key={...}`` mapping with YAML's BaseLoader, so every value
+    inside it is text (``train={"hpvade": {"lambda_bulk": 6.0}}`` sets the string ``'6.0'``).
+    Each such text is read again as a config file reads it (``yaml.safe_load``: numbers, true /
+    false, null); text that stays text (``5e-1`` in YAML 1.1) is left for the checks to name."""
+    if not isinstance(overrides, dict):
+        return
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            typed_overrides(config[key], value, path + (key,))
+        elif path and isinstance(value, str) and config.get(key) == value:
+            try:
+                typed = yaml.safe_load(value)
+            except yaml.YAMLError:
+                continue
+            if typed is None or isinstance(typed, (bool, int, float)):
+                config[key] = typed
+
+
 def check_config_text(config: dict, config_files: Iterable[str] = (), overrides: dict | None = None) -> None:
     """What the schema cannot see, checked at workflow build before it: names YAML read as
-    booleans or numbers, and the ``train`` section (:func:`check_train_section`)."""
+    booleans or numbers, and the ``train`` section (:func:`check_train_section`). Nested
+    ``--config`` values are typed first (:func:`typed_overrides`)."""
+    typed_overrides(config, overrides)
     check_key_names(config, config_files, overrides)
     check_train_section(config, config_files, overrides)
 

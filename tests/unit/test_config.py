@@ -136,3 +136,19 @@ def test_shipped_cohorts_file_reads_the_real_cohorts():
         assert len(truth) == 12
         assert set(bulks[name]["truth_groups"]) == set(truth.columns) - {"Unknown"}
         assert {t for types in bulks[name]["truth_groups"].values() for t in types} == daism_types
+
+
+def test_nested_command_line_values_are_typed_as_a_config_file_types_them():
+    """`--config train={"hpvade": {"lambda_bulk": 6.0}}` reaches the config as text (Snakemake's
+    BaseLoader); it is read again like a config file, and YAML 1.1 text stays text to be named."""
+    from deconflow.config import check_config_text, typed_overrides
+
+    overrides = {"train": {"hpvade": {"lambda_bulk": "6.0", "epochs": "3"}, "learning_rate": "5e-1"}}
+    config = {"train": {"epochs": 20, "hpvade": {"lambda_bulk": "6.0", "epochs": "3"}, "learning_rate": "5e-1"}}
+    typed_overrides(config, overrides)
+    assert config["train"]["hpvade"] == {"lambda_bulk": 6.0, "epochs": 3}
+    assert config["train"]["learning_rate"] == "5e-1"
+    with pytest.raises(DeconflowError, match="learning_rate"):
+        check_config_text(config, [], overrides)
+    del config["train"]["learning_rate"]
+    check_config_text(config, [], overrides)
