@@ -69,6 +69,7 @@ from scipy.optimize import nnls
 
 from .errors import DeconflowError
 from .io import atomic_path
+from .io.files import read_json
 from .threads import with_fixed_threads
 from .trust import INTERVAL_DEFAULTS, OTHER_CELLS_COLUMNS, OTHER_CELLS_FLAG, conformal_quantile, gene_masks
 
@@ -468,12 +469,7 @@ def read_other_cells(path, cell_types=None) -> dict:
     """A calibration file, checked (format; the model's cell types when given)."""
     path = Path(path)
     fix = "run `snakemake results/<dataset>/models/other_cells.json`, or pass --other-cells"
-    if not path.is_file():
-        raise DeconflowError(path, "other-cells calibration file does not exist", fix)
-    try:
-        calibration = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DeconflowError(path, f"other-cells calibration is not JSON ({exc})", fix) from None
+    calibration = read_json(path, "other-cells calibration file", fix)
     if calibration.get("format") != OTHER_CELLS_FORMAT or "fit" not in calibration:
         raise DeconflowError(path, f"not an other-cells calibration of format {OTHER_CELLS_FORMAT}", fix)
     if cell_types is not None and calibration["fit"]["cell_types"] != [str(t) for t in cell_types]:

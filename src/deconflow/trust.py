@@ -50,7 +50,6 @@ cell types or its signature fit saw none (an empty residual); for models without
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -62,6 +61,7 @@ from .errors import DeconflowError
 from .depth import DEPTH_DEFAULTS, log_profiles, low_depth, profile_calibration, profile_distance
 from .evaluation import features_for_model
 from .io import read_mixtures, write_json
+from .io.files import read_json
 from .models import load_model
 from .threads import with_fixed_threads
 
@@ -190,12 +190,7 @@ def read_calibration(path, model) -> dict:
     """A ``calibration.json`` checked against the model it is applied with."""
     path = Path(path)
     fix = "run `snakemake results/<dataset>/models/<model>/calibration.json`, or pass the model's --calibration"
-    if not path.is_file():
-        raise DeconflowError(path, "calibration file for the intervals does not exist", fix)
-    try:
-        calibration = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DeconflowError(path, f"calibration file is not JSON ({exc})", fix) from None
+    calibration = read_json(path, "calibration file for the intervals", fix)
     if calibration.get("format") != CALIBRATION_FORMAT or calibration.get("model") != model.name \
             or calibration.get("cell_types") != [str(t) for t in model.cell_types] \
             or calibration.get("n_features") != len(model.feature_names):

@@ -69,6 +69,18 @@ def write_json(obj: dict, path: str | Path) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def read_json(path: str | Path, what: str, fix: str) -> dict:
+    """The JSON object in ``path``; DeconflowError naming ``what`` the file should be and the ``fix``
+    when the file does not exist or is not JSON."""
+    path = Path(path)
+    if not path.is_file():
+        raise DeconflowError(path, f"{what} does not exist", fix)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DeconflowError(path, f"{what} is not JSON ({exc})", fix) from None
+
+
 def file_checksum(path: str | Path, algorithm: str = "sha256") -> str:
     h = hashlib.new(algorithm)
     with open(path, "rb") as fh:
