@@ -251,16 +251,8 @@ def read_methylation_calls(path, fmt: str) -> MethylationCalls:
         raise DeconflowError(path, f"this is a {name}, not the {fmt} {'coverage file' if fmt == 'bismark' else 'bedGraph'} "
                                    f"deconflow reads ({COLUMNS})", which)
     skip = 1 if _open_first_line(path).startswith("track") else 0
-    try:
-        compression = pandas_compression(path, "methylation call", fix_layout)
-        table = pd.read_csv(path, sep="\t", header=None, skiprows=skip, comment="#", dtype={0: "category"}, low_memory=False,
-                            compression=compression)
-    except DeconflowError:
-        raise
-    except pd.errors.EmptyDataError:
-        raise DeconflowError(path, f"{fmt} file has no calls", fix_layout) from None
-    except Exception as exc:
-        raise DeconflowError(path, f"cannot be parsed as a {fmt} file ({type(exc).__name__}: {exc})", fix_layout) from None
+    table = _read_calls_table(path, f"{fmt} file", fix_layout, "methylation call", sep="\t", header=None, skiprows=skip,
+                              dtype={0: "category"})
     if table.shape[0] == 0:
         raise DeconflowError(path, f"{fmt} file has no calls", fix_layout)
     if table.shape[1] != 6:
@@ -310,16 +302,23 @@ def read_methylation_calls(path, fmt: str) -> MethylationCalls:
     return MethylationCalls(sample_id_from_path(path), chrom, position, methylated.astype(np.int64), total.astype(np.int64), str(path))
 
 
-def _read_whitespace(path: Path, what: str, fix: str, usecols=None, names=None, header=None) -> pd.DataFrame:
+def _read_calls_table(path: Path, what: str, fix: str, container_what: str | None = None, **read_csv) -> pd.DataFrame:
+    """``pandas.read_csv(path, comment="#", **read_csv)`` of a call file, its container found by its
+    magic bytes (refusals name ``container_what``, default ``what``); an empty file or one pandas
+    cannot parse is one DeconflowError naming ``what`` and ``fix``."""
     try:
-        return pd.read_csv(path, sep=r"\s+", header=header, comment="#", usecols=usecols, names=names, low_memory=False,
-                           compression=pandas_compression(path, what, fix))
+        return pd.read_csv(path, comment="#", low_memory=False,
+                           compression=pandas_compression(path, container_what or what, fix), **read_csv)
     except DeconflowError:
         raise
     except pd.errors.EmptyDataError:
         raise DeconflowError(path, f"{what} has no calls", fix) from None
     except Exception as exc:
         raise DeconflowError(path, f"cannot be parsed as a {what} ({type(exc).__name__}: {exc})", fix) from None
+
+
+def _read_whitespace(path: Path, what: str, fix: str, usecols=None, names=None, header=None) -> pd.DataFrame:
+    return _read_calls_table(path, what, fix, sep=r"\s+", header=header, usecols=usecols, names=names)
 
 
 def _calls(path: Path, chrom, position, methylated, total, what: str, fix: str) -> MethylationCalls:
