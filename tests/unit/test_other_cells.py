@@ -239,3 +239,22 @@ def test_cli_absolute_fractions_and_qc_columns_match_the_library(tmp_path):
     (models / "other_cells.json").unlink()
     with pytest.raises(DeconflowError, match="other-cells calibration file does not exist"):
         deconvolve_file(model_path, bulk_path, tmp_path / "x" / "proportions.csv", min_overlap=10, absolute=True)
+
+
+def test_foreign_type_mixtures_hold_the_mrna_share_of_the_cell_fraction():
+    """The benchmark's 'type from another dataset' mixtures (issue 33): a profile at cell fraction u
+    makes up u·c_f / (u·c_f + (1 − u)·c_b) of the mRNA, profile genes the bulk lacks are dropped."""
+    from deconflow.benchmarks.other_cells import flow_mrna_per_cell, foreign_mixtures
+
+    bulk = pd.DataFrame({"s1": [10.0, 30.0, 0.0], "s2": [1.0, 1.0, 2.0]}, index=["A", "B", "C"])
+    profile = pd.Series([0.0, 50.0, 50.0, 900.0], index=["A", "B", "C", "ONLY_IN_PROFILE"])
+    mrna = np.array([0.4, 0.8])
+    mixed = foreign_mixtures(bulk, profile, 0.5, mrna, 0.2)
+    share = 0.5 * 0.2 / (0.5 * 0.2 + 0.5 * mrna)
+    expected_s1 = (1 - share[0]) * np.array([0.25, 0.75, 0.0]) * 1e6 + share[0] * np.array([0.0, 0.05, 0.05]) * 1e6
+    np.testing.assert_allclose(mixed["s1"].to_numpy(), expected_s1)
+    assert list(mixed.index) == ["A", "B", "C"]
+    np.testing.assert_allclose(foreign_mixtures(bulk, profile, 0.0, mrna, 0.2).sum().to_numpy(), [1e6, 1e6])
+    truth = pd.DataFrame({"Monocytes": [0.5, 0.0], "CD4Tcells": [0.5, 0.5], "Unknown": [0.0, 0.5]}, index=["s1", "s2"])
+    np.testing.assert_allclose(flow_mrna_per_cell(truth, ["s1", "s2"]), [(1.4196 + 0.3952) / 2, (0.3952 + 0.4) / 2])
+    np.testing.assert_allclose(flow_mrna_per_cell(None, ["s1"]), [0.4])

