@@ -143,10 +143,7 @@ def methylation_read_tables(model: FittedModel, features: np.ndarray, coverage: 
                                  "use a panel or sequencing that covers the atlas's marker regions (or lower methylation_evidence.min_region_reads)")
     proportions = model.predict_reads(features, coverage, evidence, analysis["supported"])
     sample_ids = np.asarray(sample_ids).astype(str)
-    masks = tissue_masks(model.cell_types, tissues)
-    tissue_table = pd.DataFrame(
-        {name: np.where(evidence[:, mask].any(axis=1), np.nansum(np.where(mask, proportions, 0.0), axis=1), np.nan)
-         for name, mask in masks.items()}, index=pd.Index(sample_ids, name="sample_id"))
+    tissue_table = tissue_shares(proportions, model.cell_types, tissues, sample_ids, evidence)
     detection = analysis["detection"].copy()
     detection.insert(0, "sample_id", sample_ids[detection.pop("sample").to_numpy()])
     no_evidence = [";".join(np.asarray(model.cell_types)[~row]) for row in evidence]
@@ -156,6 +153,34 @@ def methylation_read_tables(model: FittedModel, features: np.ndarray, coverage: 
                   "types_with_evidence": evidence.sum(axis=1), "no_evidence_types": no_evidence,
                   "detected_tissues": detected, "overdispersion": analysis["rho"]}
     return proportions, {"tissues": tissue_table.reset_index(), "detection": detection}, qc_columns
+
+
+#: columns of ``detection.csv`` (``deconflow.read_evidence.analyse_reads``'s table with sample ids)
+DETECTION_COLUMNS = ["sample_id", "level", "name", "estimate", "lower", "upper", "statistic", "df", "threshold", "evidence",
+                     "regions", "reads", "detected"]
+
+
+def tissue_shares(proportions: np.ndarray, cell_types, tissues: dict, sample_ids, evidence: np.ndarray | None = None) -> pd.DataFrame:
+    """Samples x tissues: the proportions (samples x types, NaN = no evidence) summed over each
+    tissue's types (``tissues``: ``{tissue: [types]}``); NaN where no type of the tissue has
+    evidence (``evidence``: samples x types bool; default: the types with a finite proportion)."""
+    proportions = np.atleast_2d(np.asarray(proportions, dtype=np.float64))
+    evidence = np.isfinite(proportions) if evidence is None else np.asarray(evidence, dtype=bool)
+    masks = tissue_masks(cell_types, tissues)
+    return pd.DataFrame(
+        {name: np.where(evidence[:, mask].any(axis=1), np.nansum(np.where(mask, proportions, 0.0), axis=1), np.nan)
+         for name, mask in masks.items()}, index=pd.Index(np.asarray(sample_ids).astype(str), name="sample_id"))
+
+
+def betas_table_tables(model: FittedModel, proportions: np.ndarray, sample_ids, settings: dict | None, source) -> dict[str, pd.DataFrame]:
+    """``tissues`` and ``detection`` of a methylation betas table (no read counts): the tissue
+    shares of the proportions and a detection table without rows (the read test needs calls), so
+    every methylation deconvolution writes the same files (rule ``deconvolve_bulk_methylation``)."""
+    tissues = resolve_tissues(dict(settings or {}).get("tissues"), model.cell_types)
+    log.info("%s: a betas table has no read counts, so detection.csv has no rows (the detection test needs "
+             "methylation calls: Bismark .cov, MethylDackel bedGraph, ...)", source)
+    return {"tissues": tissue_shares(proportions, model.cell_types, tissues, sample_ids).reset_index(),
+            "detection": pd.DataFrame(columns=DETECTION_COLUMNS)}
 
 
 def _source_name(bulk_path) -> str:
@@ -219,7 +244,8 @@ def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bu
     and betas tables): each cell type is fitted when the sample covers its markers, the others
     are NaN; ``methylation_evidence`` (config section of that name, with ``tissues``) sets the
     rule and the detection test, and ``tissues.csv`` / ``detection.csv`` are written beside
-    the proportions (``methylation_read_tables``).
+    the proportions (``methylation_read_tables``); for a betas table too (tissue shares of the
+    proportions; detection.csv without rows: the test needs read counts).
     ``adapt`` (RNA models with an adaptation step, HP-VADE): settings of
     ``deconflow.models.adaptation.ADAPT_DEFAULTS`` (True / None: the defaults, on; False: off);
     ``mixtures``: the model's training mixtures (``pseudobulk/train.h5``) it is adapted with. The
@@ -293,6 +319,8 @@ def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bu
                          cell_mrna_applied=content is not None, plausible=plausible, min_overlap_fraction=min_overlap_fraction,
                          **({"depth": depth, "depth_settings": depth_settings} if model.normalization == "cpm" else {}),
                          other_cells=other)
+    if model.normalization != "cpm":  # a methylation betas table: the same files as calls
+        extra.update(betas_table_tables(model, proportions, table.index, methylation_evidence, source))
     if absolute:
         table = absolute_fractions(table, other["other_cells"].to_numpy())
     _write_all(table, extra, out_path)

@@ -141,3 +141,30 @@ def test_evidence_counts_and_tissue_mapping_checks():
         check_tissues({"liver": ["hepatocytes"]}, atlas.columns)
     with pytest.raises(DeconflowError, match="in two tissues"):
         check_tissues({"a": ["colon"], "b": ["colon"]}, atlas.columns)
+
+
+def test_a_betas_table_writes_the_same_files_tissue_shares_and_a_detection_table_without_rows(tmp_path):
+    """Every methylation deconvolution writes tissues.csv and detection.csv (rule
+    deconvolve_bulk_methylation declares them): a betas table gets the proportions summed per
+    tissue and the detection columns of the calls path with no rows (no read counts, no test)."""
+    from deconflow.deconvolve import DETECTION_COLUMNS
+
+    atlas = make_atlas(n_regions=600, seed=24)
+    truth = np.zeros(atlas.shape[1])
+    truth[[0, 1, 3]] = [0.5, 0.2, 0.3]  # granulocyte, monocyte (blood), hepatocyte (liver)
+    betas = pd.DataFrame({"plasma": atlas.to_numpy() @ truth}, index=atlas.index)
+    betas.index.name = "region"
+    betas.to_csv(tmp_path / "betas.tsv", sep="\t")
+    save_checkpoint(NNLSModel(atlas, normalization="beta").checkpoint(), tmp_path / "m.pt")
+    deconvolve_file(tmp_path / "m.pt", tmp_path / "betas.tsv", tmp_path / "p.csv", 100, qc=True,
+                    methylation_evidence={"tissues": TISSUES})
+    tissues = pd.read_csv(tmp_path / "tissues.csv", index_col=0)
+    assert list(tissues.columns) == list(TISSUES)
+    assert tissues.loc["plasma", "blood"] == pytest.approx(0.7, abs=1e-6) and tissues.loc["plasma", "liver"] == pytest.approx(0.3, abs=1e-6)
+    detection = pd.read_csv(tmp_path / "detection.csv")
+    assert list(detection.columns) == DETECTION_COLUMNS and detection.empty
+    # the calls path writes the same columns
+    rows = _panel(atlas)
+    _write_sample(tmp_path / "panel.cov", atlas, rows, atlas.to_numpy() @ truth, 10_000)
+    deconvolve_file(tmp_path / "m.pt", tmp_path / "panel.cov", tmp_path / "calls" / "p.csv", methylation_evidence={"tissues": TISSUES})
+    assert list(pd.read_csv(tmp_path / "calls" / "detection.csv").columns) == DETECTION_COLUMNS

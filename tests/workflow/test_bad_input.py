@@ -417,7 +417,7 @@ STAGES = {
         "logs/{ds}/deconvolve_bulk/bulk/nnls.log",
     ),
     "deconvolve_methylation": (
-        "deconvolve_bulk",
+        "deconvolve_bulk_methylation",  # deconvolve_bulk with tissues.csv and detection.csv declared
         "results/{ds}/deconvolution/bulk/nnls/proportions.csv",
         "logs/{ds}/deconvolve_bulk/bulk/nnls.log",
     ),

@@ -332,7 +332,7 @@ def test_tiny_config_through_slurm_matches_local_run(local_slurm_cluster, tmp_pa
     for call in train_calls:
         assert call["partition"] == "gpu" and call["gpus"] == "1", call["head"]
         assert "--gres" not in call["head"], call["head"]
-    gpu_rules = {"train_model", "evaluate_model", "deconvolve_bulk"}
+    gpu_rules = {"train_model", "evaluate_model", "deconvolve_bulk", "deconvolve_bulk_methylation"}
     for call in calls:
         if call["rule"] not in gpu_rules:
             assert call["partition"] == "cpu", call["head"]

@@ -1,6 +1,9 @@
 # Deconvolution of the dataset's real bulk samples with each fitted model, one job per named bulk:
 # proportions, calibrated intervals and one quality row per sample (deconflow.trust), with the
 # fraction of cells of no reference type (deconflow.other_cells, calibrated once per dataset).
+# Methylation datasets run the same rule as deconvolve_bulk_methylation, which also declares the
+# read test's tissues.csv and detection.csv (deconflow.deconvolve writes them for every methylation
+# bulk), so that Snakemake tracks them, reruns them and removes them when the job fails.
 
 
 rule calibrate_other_cells:
@@ -53,6 +56,7 @@ rule deconvolve_bulk:
     benchmark:
         "benchmarks/{dataset}/deconvolve_bulk/{bulk}/{model}.tsv"
     wildcard_constraints:
+        dataset=alternatives(datasets_of("rna")),
         model=alternatives(MODELS),
     conda:
         "../../envs/deconflow.yaml"
@@ -66,3 +70,21 @@ rule deconvolve_bulk:
         adapt=adaptation_settings,
     script:
         "../scripts/deconvolve_bulk.py"
+
+
+use rule deconvolve_bulk as deconvolve_bulk_methylation with:
+    output:
+        proportions="results/{dataset}/deconvolution/{bulk}/{model}/proportions.csv",
+        intervals="results/{dataset}/deconvolution/{bulk}/{model}/intervals.csv",
+        qc=report(
+            "results/{dataset}/deconvolution/{bulk}/{model}/qc.csv",
+            caption="../report/qc.rst",
+            category="{dataset}: real bulk {bulk}",
+            subcategory="{model}",
+            labels={"table": "quality per sample"},
+        ),
+        tissues="results/{dataset}/deconvolution/{bulk}/{model}/tissues.csv",
+        detection="results/{dataset}/deconvolution/{bulk}/{model}/detection.csv",
+    wildcard_constraints:
+        dataset=alternatives(datasets_of("methylation")),
+        model=alternatives(MODELS),

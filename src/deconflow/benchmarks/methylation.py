@@ -97,6 +97,8 @@ def main(argv=None) -> int:
     parser.add_argument("--models", default="results/cfdna/models", help="with --methsets: folder of the fitted checkpoints")
     parser.add_argument("--real-models", nargs="+", default=["nnls", "nnls_reads", "sparse"], help="with --methsets: models to run")
     parser.add_argument("--draws", type=int, default=10, help="with --methsets: read mixtures per (pair, fraction)")
+    parser.add_argument("--evidence", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="with --methsets: methylation_evidence settings, e.g. min_marker_regions=2")
     args = parser.parse_args(argv)
     if args.methsets:
         return real_reads(args)
@@ -136,8 +138,11 @@ def real_reads(args) -> int:
     pd.set_option("display.width", 200)
     pd.set_option("display.max_columns", 40)
     started = time.perf_counter()
-    out = real_methylation.run(folder, args.models, args.real_models, draws=args.draws, seed=args.seed)
-    print(f"real reads from {folder}; models {args.real_models} from {args.models}")
+    import yaml
+
+    settings = {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.evidence)}
+    out = real_methylation.run(folder, args.models, args.real_models, draws=args.draws, seed=args.seed, settings=settings)
+    print(f"real reads from {folder}; models {args.real_models} from {args.models}; methylation_evidence {settings or 'defaults'}")
     print("\n=== uxm_roadmap pure tissues: tissue-group shares (own_largest: the sample's own group is the largest of the four) ===")
     print_table(out["roadmap_pure"])
     print("\n=== uxm_roadmap read mixtures MIX01-12: Pearson r of each tissue group with its truth fraction ===")
@@ -145,11 +150,28 @@ def real_reads(args) -> int:
     print(f"seconds per model for the 19 Roadmap samples: {out['roadmap_seconds']}")
     print("\n=== celfie_wgbs sorted cells (Blueprint/ENCODE): the mapped atlas type's share and the largest type ===")
     print_table(out["celfie"])
+    print("\n=== celfie_wgbs plasma cfDNA: tissues the read test detects; non-blood tissues each model reports (share > 0) ===")
+    print_table(out["plasma"])
     print(f"\n=== low-fraction read mixtures of the pure Roadmap samples ({args.draws} draws per ordered pair and fraction, "
           f"{out['curves_seconds']:.0f} s): detection of the spiked tissue and false calls of absent tissues ===")
     print_table(out["curves"])
     print("\ndetection rate per source sample (the spiked tissue's own cell type is 9-26 % of the lung samples' DNA):")
     print(out["per_source"].round(2).to_string())
+    oracle = out["oracle"]
+    print("\n=== oracle bound (real_methylation.oracle_power: knows both samples' own profiles, independent binomial calls; "
+          "an upper bound, not a target) vs the read test ===")
+    test = out["curves"][out["curves"]["method"] == "read test"].set_index("fraction")["detected"]
+    by_f = oracle.groupby("fraction")[["power", "power_markers"]].mean()
+    by_f.insert(0, "read_test_detected", test.reindex(by_f.index))
+    print(by_f.rename(columns={"power": "oracle_all_regions", "power_markers": "oracle_tissue_markers"}).round(3).to_string())
+    print("\nper source sample A (own_share: A's own tissue group in the nnls fit of pure A); read test / oracle all regions / "
+          "oracle A's tissue markers:")
+    per = {"read test": out["per_source"].loc["read test"],
+           "oracle": oracle.pivot_table(index="a", columns="fraction", values="power"),
+           "oracle markers": oracle.pivot_table(index="a", columns="fraction", values="power_markers")}
+    table = pd.concat(per, axis=1).round(2)
+    table.insert(0, "own_share", out["own_share"].reindex(table.index).round(2))
+    print(table.to_string())
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
     return 0
 

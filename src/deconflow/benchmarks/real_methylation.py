@@ -19,6 +19,10 @@ Sets (each described by its README in the methsets folder; never copied into the
   the share of (draw, tissue) pairs in which a tissue absent from both samples is called.
   "Absent" excludes the cell types every solid tissue carries (blood lineages, endothelium,
   muscle, adipose), whose presence in a Roadmap tissue is real.
+- **Oracle bound** (:func:`oracle_power`) for the same design: the power of the best test that
+  knows both samples' own profiles, per pair and fraction, on all covered regions and on the
+  marker regions of A's tissue only; and per source the share of its own tissue group in the
+  nnls fit of the pure sample (how much of "lung" DNA is lung epithelium).
 """
 
 from __future__ import annotations
@@ -28,12 +32,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 
 from ..deconvolve import methylation_read_tables
 from ..errors import DeconflowError
 from ..evaluation import pearson_r
 from ..models import load_model
-from ..read_evidence import LOYFER_TISSUES, analyse_reads, evidence_settings, resolve_tissues
+from ..read_evidence import EVIDENCE_DEFAULTS, LOYFER_TISSUES, analyse_reads, evidence_settings, marker_regions, resolve_tissues
 
 #: Roadmap truth columns -> tissues of LOYFER_TISSUES
 ROADMAP_TISSUES = {"Liver": "liver", "Lung": "lung", "Pancreas": "pancreas", "Sigmoid_Colon": "gastrointestinal"}
@@ -154,6 +159,23 @@ def celfie_scores(proportions: dict[str, pd.DataFrame], truth: pd.DataFrame) -> 
     return pd.DataFrame(rows)
 
 
+def plasma_calls(detection: pd.DataFrame, tissue_tables: dict[str, pd.DataFrame], truth: pd.DataFrame) -> pd.DataFrame:
+    """celfie plasma cfDNA samples (qualitative truth: blood-dominated): per sample the tissues
+    the read test detects and, per model, the non-blood tissues with a share > 0 and their share."""
+    plasma = truth.index[truth["kind"] == "cfDNA_plasma"]
+    tests = detection[detection["level"] == "tissue"].pivot(index="sample_id", columns="name", values="detected")
+    rows = []
+    for sample in plasma:
+        row = {"sample": sample, "detected_tissues": ";".join(t for t in tests.columns if tests.loc[sample, t] == 1)}
+        for model, table in tissue_tables.items():
+            shares = table.loc[sample].astype(float)
+            solid = shares[[t for t in shares.index if not t.startswith("blood_")]].dropna()
+            solid = solid[solid > 0]
+            row[f"{model}_non_blood"] = ";".join(f"{t} {v:.2f}" for t, v in solid.items())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 # --------------------------------------------------------------------------- low fractions
 def draw_pairs(samples, methylated, total, truth: pd.DataFrame, fractions=FRACTIONS, draws: int = 10, seed: int = 0):
     """Read mixtures of every ordered pair (A, B) of pure Roadmap samples of different tissues at
@@ -226,6 +248,78 @@ def low_fraction_curves(models: dict, samples, methylated, total, truth: pd.Data
     return score_curves(called, frame, truth)
 
 
+# --------------------------------------------------------------------------- oracle bound
+def oracle_power(meth_a, total_a, meth_b, total_b, fraction: float, false_call_rate: float = 0.001,
+                 regions: np.ndarray | None = None) -> tuple[float, float]:
+    """(λ, power): an UPPER BOUND on the power of any test of "A is in B" at DNA fraction
+    ``fraction`` for the read mixtures of :func:`draw_read_mixture`.
+
+    ``meth_*`` / ``total_*``: methylated and total calls per region (1-D, same regions) of the
+    pure samples A and B; ``regions``: optional bool mask of the regions to use (default all);
+    ``false_call_rate``: the one-sided level α. The oracle knows both samples' own profiles,
+    μ_A = (m_A + 0.5)/(n_A + 1) and μ_0 = (m_B + 0.5)/(n_B + 1) per region (the +0.5 / +1 keeps
+    0 and 1 away), and the expected thinned depth n_r = k_A·n_A,r + k_B·n_B,r of the design
+    (k as in :func:`draw_read_mixture`). The mixture's beta is μ_1 = μ_0 + w_r·(μ_A − μ_0), w_r =
+    k_A·n_A,r / n_r the share of region r's calls from A, so λ = 0 and power = α at f = 0. Treating
+    every call as an independent binomial draw, the likelihood-ratio test of μ_0 against μ_1 has
+    noncentrality λ = Σ_r n_r (μ_1,r − μ_0,r)² / (μ_0,r(1 − μ_0,r)) and power
+    Φ(√λ − z_{1−α}) (normal approximation of the Neyman-Pearson test). Regions covered in only
+    one sample are left out (no profile to know).
+
+    Why it is an upper bound and not a target: a real test knows only the atlas, not the donor's
+    own methylation at each marker (donor-to-atlas deviation is what ``null_inflation`` and the
+    over-dispersion ρ pay for), must test a tissue against every other type rather than one known
+    alternative, and the calls of one read are correlated (fewer independent draws than calls).
+    On all regions it bounds detecting *A's DNA* (including the blood and endothelium it carries
+    in other proportions than B); on the marker regions of A's tissue (``regions``) it is closer
+    to detecting *A's tissue*."""
+    meth_a, total_a, meth_b, total_b = (np.asarray(x, dtype=np.float64) for x in (meth_a, total_a, meth_b, total_b))
+    if not 0 <= fraction <= 1 or not 0 < false_call_rate < 0.5:
+        raise ValueError(f"fraction {fraction} must be in [0, 1] and false_call_rate {false_call_rate} in (0, 0.5)")
+    d_a, d_b = total_a[total_a > 0].mean(), total_b[total_b > 0].mean()
+    depth = min(d_a, d_b)
+    keep_a, keep_b = fraction * depth / d_a, (1.0 - fraction) * depth / d_b
+    use = (total_a > 0) & (total_b > 0) & (True if regions is None else np.asarray(regions, dtype=bool))
+    n_a, n_b = keep_a * total_a[use], keep_b * total_b[use]
+    n = n_a + n_b
+    mu_a = (meth_a[use] + 0.5) / (total_a[use] + 1.0)
+    mu_0 = (meth_b[use] + 0.5) / (total_b[use] + 1.0)
+    mu_1 = mu_0 + n_a / n * (mu_a - mu_0)
+    lam = float(np.sum(n * (mu_1 - mu_0) ** 2 / (mu_0 * (1.0 - mu_0))))
+    return lam, float(norm.cdf(np.sqrt(lam) - norm.ppf(1.0 - false_call_rate)))
+
+
+def oracle_curves(samples, methylated, total, truth: pd.DataFrame, atlas: np.ndarray, cell_types, fractions=FRACTIONS,
+                  false_call_rate: float = EVIDENCE_DEFAULTS["false_call_rate"], tissues: dict | None = None) -> pd.DataFrame:
+    """:func:`oracle_power` for every ordered pair (A, B) of pure Roadmap samples of different
+    tissues (as :func:`draw_pairs`) and fraction > 0: one row per (a, b, f) with ``power`` (all
+    covered regions) and ``power_markers`` (the marker regions of A's tissue,
+    ``read_evidence.marker_regions`` of ``atlas``, regions x types, aligned to ``methylated``)."""
+    tissues = resolve_tissues(tissues, cell_types)
+    markers = marker_regions(atlas)
+    column = {str(c): i for i, c in enumerate(cell_types)}
+    tissue_of = pure_tissues(truth)
+    index = {s: samples.index(s) for s in tissue_of if s in samples}
+    rows = []
+    for a in index:
+        own = markers[:, [column[t] for t in tissues[tissue_of[a]]]].any(axis=1)
+        for b in index:
+            if tissue_of[a] == tissue_of[b]:
+                continue
+            args = (methylated[index[a]], total[index[a]], methylated[index[b]], total[index[b]])
+            for f in (f for f in fractions if f > 0):
+                lam, power = oracle_power(*args, f, false_call_rate)
+                lam_m, power_m = oracle_power(*args, f, false_call_rate, regions=own)
+                rows.append({"a": a, "b": b, "fraction": f, "lambda": lam, "power": power,
+                             "lambda_markers": lam_m, "power_markers": power_m})
+    return pd.DataFrame(rows)
+
+
+def own_shares(tissue_table: pd.DataFrame, truth: pd.DataFrame) -> pd.Series:
+    """Per pure Roadmap sample: its own tissue group's share in a model's ``tissues`` table."""
+    return pd.Series({s: float(tissue_table.loc[s, t]) for s, t in pure_tissues(truth).items()}, name="own_share")
+
+
 def load_models(models_dir, names) -> dict:
     out = {}
     for name in names:
@@ -253,8 +347,14 @@ def run(methsets, models_dir, names=("nnls", "nnls_reads", "sparse"), draws: int
     c_truth = pd.read_csv(methsets / "celfie_wgbs_truth.tsv", sep="\t", index_col=0)
     c_results = run_models(models, c_meth, c_total, c_samples, settings)
     out["celfie"] = celfie_scores({n: r[0] for n, r in c_results.items() if n != "_detection"}, c_truth)
+    out["plasma"] = plasma_calls(c_results["_detection"], {n: r[1] for n, r in c_results.items() if n != "_detection"}, c_truth)
     started = time.perf_counter()
     out["curves"], out["per_source"] = low_fraction_curves(models, samples, methylated, total, truth, draws=draws, seed=seed,
                                                            settings=settings)
     out["curves_seconds"] = round(time.perf_counter() - started, 1)
+    rate = evidence_settings({k: v for k, v in (settings or {}).items() if k != "tissues"})["false_call_rate"]
+    out["oracle"] = oracle_curves(samples, methylated, total, truth, first.atlas_betas(), first.cell_types,
+                                  false_call_rate=rate, tissues=(settings or {}).get("tissues"))
+    tables = out["roadmap_tissues"]
+    out["own_share"] = own_shares(tables.get("nnls", next(iter(tables.values()))), truth)
     return out
