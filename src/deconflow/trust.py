@@ -58,7 +58,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DeconflowError
-from .depth import DEPTH_DEFAULTS, log_profiles, low_depth, profile_calibration, profile_distance
+from .depth import DEPTH_DEFAULTS, fit_calibration, fit_distance, log_profiles, low_depth, profile_calibration, profile_distance
 from .evaluation import features_for_model
 from .io import read_mixtures, write_json
 from .io.files import read_json
@@ -155,7 +155,11 @@ def calibrate(model, features: np.ndarray, truth: np.ndarray, settings: dict | N
     spread = replicate_spread(model, features, masks)
     scores = conformal_scores(truth, estimate, spread, float(settings["spread_floor"]))
     residual = model.relative_residual(features)
-    profile = profile_calibration(features, model.used_features(), model.normalization) if residual is None else {}
+    profile = {}
+    if residual is None:
+        atlas = model.atlas_betas()
+        profile = (profile_calibration(features, model.used_features(), model.normalization) if atlas is None
+                   else fit_calibration(features, fitted_betas(atlas, estimate), model.used_features()))
     return {
         **profile,
         "format": CALIBRATION_FORMAT,
@@ -307,7 +311,11 @@ def qc_table(model, features: np.ndarray, sample_ids, proportions: np.ndarray, c
     no_signal = (nonzero < len(model.cell_types)) | (has_fit & ~np.isfinite(residual))
     distance = np.full(len(features), np.nan)
     profile_beyond = np.zeros(len(features), dtype=bool)
-    if calibration and calibration.get("validation_profile_distances"):
+    atlas = model.atlas_betas()
+    if calibration and calibration.get("validation_fit_distances") and atlas is not None:
+        distance = fit_distance(features, fitted_betas(atlas, proportions), used)
+        profile_beyond = ~(distance <= calibration["validation_fit_distances"][-1])
+    elif calibration and calibration.get("validation_profile_distances"):
         distance = profile_distance(log_profiles(features, used, model.normalization),
                                     np.asarray(calibration["validation_profile"], dtype=np.float64))
         profile_beyond = ~(distance <= calibration["validation_profile_distances"][-1])
@@ -363,13 +371,21 @@ def warn_genome_build(qc: pd.DataFrame, calibration: dict | None) -> None:
     beyond = qc["flag"].str.contains("residual_beyond_validation|profile_beyond_validation", regex=True)
     if beyond.any():
         by_residual = bool(calibration.get("validation_residuals"))
-        reference = calibration.get("validation_residuals") or calibration.get("validation_profile_distances") or [np.nan]
+        reference = (calibration.get("validation_residuals") or calibration.get("validation_fit_distances")
+                     or calibration.get("validation_profile_distances") or [np.nan])
         column = "relative_residual" if by_residual else "profile_distance"
         logging.getLogger(__name__).warning(
             "samples %s fit the atlas worse than every validation mixture (" + column.replace("_", " ") + " %s; validation at most %.3g): "
             "the calls may be on another genome build than the atlas (embedded atlas: hg38): check the alignment reference "
-            "(or lift the calls over); otherwise the sample holds tissues the atlas lacks", qc.loc[beyond, "sample_id"].tolist()[:10],
+            "(or lift the calls over); otherwise the sample holds tissues the atlas lacks, or whose marker regions "
+            "the covered regions do not include (no_evidence_types in qc.csv)", qc.loc[beyond, "sample_id"].tolist()[:10],
             ", ".join(f"{v:.3g}" for v in qc.loc[beyond, column].tolist()[:10]), reference[-1])
+
+
+def fitted_betas(atlas: np.ndarray, proportions: np.ndarray) -> np.ndarray:
+    """Samples x regions betas the proportions predict, atlas (regions x types) · p (types
+    without evidence, NaN, count as 0)."""
+    return np.nan_to_num(np.atleast_2d(np.asarray(proportions, dtype=np.float64))) @ np.asarray(atlas, dtype=np.float64).T
 
 
 def add_other_cells(qc: pd.DataFrame, other_cells: pd.DataFrame) -> pd.DataFrame:

@@ -543,3 +543,28 @@ def test_a_bulk_named_on_is_refused_with_the_quoting_fix(tmp_path):
     assert message.startswith(f"{path}: ") and "`on`" in message and "`datasets.tiny.bulk`" in message and 'quote it: "on":' in message
     path.write_text('datasets:\n  tiny:\n    bulk:\n      "on": {path: b.tsv}\n')
     check_key_names(yaml.safe_load(path.read_text()), [str(path)])
+
+
+def test_a_pure_tissue_on_a_panel_is_not_taken_for_another_genome_build(caplog):
+    """nnls_reads (no residual of its own) is checked by the fit distance: a pure cell type read on
+    5 % of the regions lies far from the cfDNA-like validation mean but is fitted by the atlas, so
+    it is not flagged; the same calls on permuted windows (another build) are, with the warning."""
+    atlas = make_atlas(n_regions=400, seed=3)
+    model = ReadAwareNNLSModel(atlas)
+    rng = np.random.default_rng(8)
+    truth = rng.dirichlet(np.ones(atlas.shape[1]), size=40)
+    val = np.clip(truth @ atlas.to_numpy().T + rng.normal(0, 0.03, size=(40, len(atlas))), 0, 1)
+    calibration = calibrate(model, val, truth, {"replicates": 3})
+    assert calibration["validation_fit_distances"] and "validation_profile_distances" not in calibration
+    panel = np.full(len(atlas), np.nan)
+    covered = rng.choice(len(atlas), size=20, replace=False)
+    panel[covered] = atlas.to_numpy()[covered, 0]  # one type alone: unlike every validation mixture
+    other_build = np.full(len(atlas), np.nan)
+    other_build[covered] = rng.permuted(val[0])[covered]
+    features = np.vstack([panel, other_build])
+    qc = qc_table(model, features, ["panel", "hg19"], model.predict(features), calibration, False)
+    assert "profile_beyond_validation" not in qc["flag"][0] and qc["profile_distance"][0] < 0.01
+    assert "profile_beyond_validation" in qc["flag"][1]
+    caplog.set_level(logging.INFO)
+    warn_genome_build(qc, calibration)
+    assert "['hg19']" in caplog.text and "panel" not in caplog.text
