@@ -209,7 +209,7 @@ def read_rna_bulk_for_model(bulk_path, model: FittedModel, min_overlap: int, bul
             source,
             f"only {match.n_matched} of {match.n_model_features} model features (genes) are in the bulk file "
             f"({match.describe_sides()}); at least {min_overlap} are required",
-            overlap_fix(match, min_overlap),
+            overlap_fix(match, min_overlap, bulk.index, model.feature_names),
         )
     # read counts (for the depth of deconflow.depth): a count format, or a table of integers
     matched.attrs["counts"] = fmt in COUNT_FORMATS or (fmt in ("salmon", "kallisto", "rsem") and quantity == "counts") \

@@ -100,3 +100,20 @@ def test_plain_table_is_still_a_table(tmp_path):
     path.write_text("gene\ts1\ts2\nCD3E\t1\t2\n")
     assert detect_format(path) == "table"
     assert read_rna_bulk(path)[0].shape == (1, 2)
+
+
+def test_another_species_ensembl_ids_are_named_in_the_fix(tmp_path):
+    """Mouse Ensembl IDs against a human-symbol model: the refusal says the species differ,
+    instead of asking for an Ensembl column the reference would not help with."""
+    from deconflow.deconvolve import read_rna_bulk_for_model
+    from deconflow.io.genes import ensembl_species
+    from deconflow.models.nnls import NNLSModel
+
+    assert ensembl_species(["ENSMUSG00000000001.4", "ENSMUSG00000000028", "ACTB"]) == "mouse (ENSMUSG...)"
+    assert ensembl_species(["ENSG00000075624", "ENSG00000111640"]) is None
+    signature = pd.DataFrame(np.eye(3) * 100 + 1, index=["CD3E", "MS4A1", "LYZ"], columns=["T", "B", "Mono"])
+    model = NNLSModel(signature)
+    bulk = tmp_path / "mouse.tsv"
+    bulk.write_text("gene\ts1\nENSMUSG00000000001.4\t10\nENSMUSG00000000028.15\t5\nENSMUSG00000000031.17\t7\n")
+    with pytest.raises(DeconflowError, match=r"mouse \(ENSMUSG\.\.\.\) genes, the reference's are not: deconvolve it with a reference of the same species"):
+        read_rna_bulk_for_model(bulk, model, 2)

@@ -183,7 +183,7 @@ class GeneMatch:
             f"{self.n_features_with_ensembl} of {self.n_model_features} model features have an Ensembl ID"
             + (f" (reference or gene table {self.gene_table})" if self.gene_table else ""),
             f"{self.n_matched} of {self.n_model_features} model features matched: "
-            + ", ".join(f"{n} {how}" for how, n in self.matched_by.items() if n),
+            + (", ".join(f"{n} {how}" for how, n in self.matched_by.items() if n) or "none"),
             f"{self.n_rows_unmatched} of {self.n_bulk_rows} bulk rows match no model feature (left out)",
         ]
         if self.case_examples:
@@ -333,11 +333,34 @@ def match_bulk_genes(
     return summed, match
 
 
-def overlap_fix(match: GeneMatch, min_overlap: int | None = None) -> str:
+#: Ensembl gene-ID prefixes of common species other than human (Ensembl's stable-ID prefixes)
+ENSEMBL_SPECIES = {"ENSMUSG": "mouse", "ENSRNOG": "rat", "ENSDARG": "zebrafish", "ENSSSCG": "pig",
+                   "ENSBTAG": "cattle", "ENSMMUG": "macaque", "ENSGALG": "chicken", "ENSCAFG": "dog"}
+
+
+def ensembl_species(ids) -> str | None:
+    """The species of a gene list's Ensembl IDs when most of them carry a non-human prefix
+    (``ENSEMBL_SPECIES``; human IDs start ``ENSG``), e.g. ``"mouse (ENSMUSG...)"``; else None."""
+    genes = [str(i) for i in ids if ENSEMBL_GENE.match(str(i))]
+    if not genes:
+        return None
+    prefixes = pd.Series([re.match(r"^[A-Z]+", g).group() for g in genes]).value_counts(normalize=True)
+    prefix = str(prefixes.index[0])
+    if prefixes.iloc[0] > 0.5 and prefix in ENSEMBL_SPECIES:
+        return f"{ENSEMBL_SPECIES[prefix]} ({prefix}...)"
+    return None
+
+
+def overlap_fix(match: GeneMatch, min_overlap: int | None = None, bulk_ids=None, model_ids=None) -> str:
     """What to do when too few genes matched, for the sides at hand. Lowering
     ``min_feature_overlap`` is offered only when at least half the required genes matched: with
-    almost none matching, the identifiers are the problem, not the threshold."""
+    almost none matching, the identifiers are the problem, not the threshold. ``bulk_ids``: the
+    bulk's gene ids, to name another species' Ensembl IDs than ``model_ids``' (:func:`ensembl_species`)."""
     lower = "" if min_overlap is not None and match.n_matched < 0.5 * min_overlap else "; or lower `min_feature_overlap`"
+    species = None if bulk_ids is None else ensembl_species(bulk_ids)
+    if species and (model_ids is None or ensembl_species(model_ids) != species):
+        return (f"the bulk's Ensembl IDs are {species} genes, the reference's are not: deconvolve it with a reference "
+                "of the same species (or map orthologues to the reference's genes first)")
     if match.bulk_kind.startswith(ENSEMBL) and match.model_kind == SYMBOL and not match.has_reference_ensembl:
         return (
             "use the same gene identifiers as the reference (symbols), give a reference with an Ensembl ID column "
