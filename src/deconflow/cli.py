@@ -28,7 +28,8 @@ def _deconvolve(args) -> None:
                                 min_nonzero_fraction=args.min_nonzero_fraction, other_cells=args.other_cells,
                                 absolute=args.absolute, adapt=_adapt(args),
                                 mixtures=args.mixtures or _default_mixtures(args.model),
-                                methylation_evidence={"false_call_rate": args.false_call_rate}, **_bulk_settings(args))
+                                methylation_evidence={"false_call_rate": args.false_call_rate}, overwrite=args.overwrite,
+                                **_bulk_settings(args))
     print(table.round(4).to_string())
 
 
@@ -129,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TSV of the bulk's mRNA content per cell of each type (cell_type, mrna_per_cell; `default` row for the rest): "
                         "converts the model's cell fractions to the bulk's protocol (config key `cell_mrna` of a bulk)")
     p.add_argument("--out", required=True, help="output CSV (samples x cell types)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out and the tables written beside it when they exist (default: refuse, write nothing)")
     p.add_argument("--intervals", nargs="?", type=float, const=0.9, default=None, metavar="LEVEL",
                    help="also write intervals.csv next to --out: calibrated intervals at LEVEL (default 0.9)")
     p.add_argument("--qc", action="store_true",

@@ -224,8 +224,12 @@ def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bu
                     min_reads: float = QC_DEFAULTS["min_reads"], min_nonzero_fraction: float = QC_DEFAULTS["min_nonzero_fraction"],
                     other_cells=None, absolute: bool = OTHER_CELLS_DEFAULTS["absolute_fractions"],
                     methylation_evidence: dict | None = None, adapt: dict | bool | None = None, mixtures=None,
-                    **rna_settings) -> pd.DataFrame:
+                    overwrite: bool = True, **rna_settings) -> pd.DataFrame:
     """Model checkpoint + bulk file(s) -> proportions CSV (samples x cell types).
+
+    ``overwrite`` False (the CLI without ``--overwrite``): when ``out_path`` or a table it would
+    write beside it (intervals.csv, qc.csv, tissues.csv, detection.csv) already exists, one error
+    naming them and nothing written (checked after the computation, before the first write).
 
     RNA models: ``bulk_path`` is a path, glob, folder or list in any format of
     ``deconflow.io.bulks``; ``rna_settings`` are the other keyword arguments of
@@ -291,7 +295,7 @@ def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bu
             # panels cover a few % of the atlas: evidence columns instead of the overlap share
             if "qc" in extra:
                 extra["qc"] = extra["qc"].assign(**qc_columns)
-            _write_all(table, {**extra, **read_tables}, out_path)
+            _write_all(table, {**extra, **read_tables}, out_path, overwrite)
             return table
         if len(paths) > 1:
             raise DeconflowError(paths[1], f"{len(paths)} bulk files given, but they are not per-sample methylation calls",
@@ -323,7 +327,7 @@ def deconvolve_file(model_path, bulk_path, out_path, min_overlap: int = 1000, bu
         extra.update(betas_table_tables(model, proportions, table.index, methylation_evidence, source))
     if absolute:
         table = absolute_fractions(table, other["other_cells"].to_numpy())
-    _write_all(table, extra, out_path)
+    _write_all(table, extra, out_path, overwrite)
     return table
 
 
@@ -364,8 +368,16 @@ def adapt_to_cohort(model: FittedModel, features: np.ndarray, adapt: dict | bool
     return model, kind
 
 
-def _write_all(table: pd.DataFrame, extra: dict, out_path) -> None:
-    """The proportions, then ``intervals.csv`` / ``qc.csv`` in the same folder (all computed first)."""
+def _write_all(table: pd.DataFrame, extra: dict, out_path, overwrite: bool = True) -> None:
+    """The proportions, then ``intervals.csv`` / ``qc.csv`` in the same folder (all computed first);
+    without ``overwrite`` nothing is written when any of those files exists."""
+    planned = [Path(out_path)] + [Path(out_path).with_name(f"{name}.csv") for name in extra]
+    existing = [str(p) for p in planned if p.exists()]
+    if existing and not overwrite:
+        raise DeconflowError(existing[0], f"output already exists ({', '.join(existing)}); nothing was written",
+                             "choose another --out (its folder also receives " + ", ".join(p.name for p in planned[1:]) +
+                             ") or pass --overwrite to replace them" if len(planned) > 1 else
+                             "choose another --out, or pass --overwrite to replace it")
     write_table(table, Path(out_path))
     for name, frame in extra.items():
         path = Path(out_path).with_name(f"{name}.csv")

@@ -568,3 +568,29 @@ def test_a_pure_tissue_on_a_panel_is_not_taken_for_another_genome_build(caplog):
     caplog.set_level(logging.INFO)
     warn_genome_build(qc, calibration)
     assert "['hg19']" in caplog.text and "panel" not in caplog.text
+
+
+def test_the_cli_never_overwrites_outputs_without_being_asked(tmp_path, capsys):
+    """A second `deconflow deconvolve` into the same --out refuses with one line naming the file,
+    writes nothing (the user's files keep their bytes); --overwrite replaces them."""
+    from deconflow.cli import main
+
+    signature = pd.DataFrame(np.eye(3) * 100 + 1, index=["CD3E", "MS4A1", "LYZ"], columns=["T", "B", "Mono"])
+    model = tmp_path / "nnls.pt"
+    save_checkpoint(NNLSModel(signature).checkpoint(), model)
+    bulk = tmp_path / "bulk.tsv"
+    bulk.write_text("gene\ts1\ts2\nCD3E\t50\t10\nMS4A1\t30\t20\nLYZ\t20\t70\n")
+    out = tmp_path / "out" / "p.csv"
+    args = ["deconvolve", "--model", str(model), "--bulk", str(bulk), "--out", str(out), "--min-overlap", "3", "--qc"]
+    main(args)
+    (tmp_path / "out" / "qc.csv").write_text("mine\n")
+    before = out.read_bytes()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    assert stop.value.code != 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "output already exists" in line]
+    assert len(err) == 1 and str(out) in err[0] and "--overwrite" in err[0]
+    assert (tmp_path / "out" / "qc.csv").read_text() == "mine\n" and out.read_bytes() == before
+    main(args + ["--overwrite"])
+    assert (tmp_path / "out" / "qc.csv").read_text() != "mine\n"

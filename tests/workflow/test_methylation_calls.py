@@ -57,11 +57,11 @@ def test_call_files_through_pipeline_and_cli(tmp_path, embedded_resources):
     for model in ("nnls", "nnls_reads"):
         cli = subprocess.run(
             [sys.executable, "-m", "deconflow.cli", "deconvolve", "--model", f"results/mycfdna/models/{model}/checkpoint_best.pt",
-             "--bulk", "calls/plasma_a.cov.gz", "calls/plasma_b.cov.gz", "calls/plasma_c_CpG.bedGraph", "--out", f"cli_{model}.csv"],
+             "--bulk", "calls/plasma_a.cov.gz", "calls/plasma_b.cov.gz", "calls/plasma_c_CpG.bedGraph", "--out", f"cli_{model}/p.csv"],
             cwd=work, env=run_env(work), capture_output=True, text=True, timeout=300,
         )
         assert cli.returncode == 0, cli.stderr
-        assert (work / f"cli_{model}.csv").read_bytes() == (work / outputs[("nnls", "nnls_reads").index(model)]).read_bytes()
+        assert (work / f"cli_{model}/p.csv").read_bytes() == (work / outputs[("nnls", "nnls_reads").index(model)]).read_bytes()
         rule_folder = work / outputs[("nnls", "nnls_reads").index(model)]
         for name in ("tissues.csv", "detection.csv"):  # the read test's tables: the same bytes too
-            assert (work / name).read_bytes() == rule_folder.with_name(name).read_bytes(), name
+            assert (work / f"cli_{model}" / name).read_bytes() == rule_folder.with_name(name).read_bytes(), name
