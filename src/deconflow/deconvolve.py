@@ -378,8 +378,7 @@ def _write_all(table: pd.DataFrame, extra: dict, out_path, overwrite: bool = Tru
                              "choose another --out (its folder also receives " + ", ".join(p.name for p in planned[1:]) +
                              ") or pass --overwrite to replace them" if len(planned) > 1 else
                              "choose another --out, or pass --overwrite to replace it")
-    write_table(table, Path(out_path))
-    for name, frame in extra.items():
-        path = Path(out_path).with_name(f"{name}.csv")
+    write_table(table, planned[0])
+    for path, frame in zip(planned[1:], extra.values()):
         write_table(frame, path, index=False)
         log.info("wrote %s", path)

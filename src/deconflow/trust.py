@@ -311,14 +311,15 @@ def qc_table(model, features: np.ndarray, sample_ids, proportions: np.ndarray, c
     no_signal = (nonzero < len(model.cell_types)) | (has_fit & ~np.isfinite(residual))
     distance = np.full(len(features), np.nan)
     profile_beyond = np.zeros(len(features), dtype=bool)
-    atlas = model.atlas_betas()
+    atlas, calibration_key = model.atlas_betas(), None
     if calibration and calibration.get("validation_fit_distances") and atlas is not None:
-        distance = fit_distance(features, fitted_betas(atlas, proportions), used)
-        profile_beyond = ~(distance <= calibration["validation_fit_distances"][-1])
+        distance, calibration_key = fit_distance(features, fitted_betas(atlas, proportions), used), "validation_fit_distances"
     elif calibration and calibration.get("validation_profile_distances"):
         distance = profile_distance(log_profiles(features, used, model.normalization),
                                     np.asarray(calibration["validation_profile"], dtype=np.float64))
-        profile_beyond = ~(distance <= calibration["validation_profile_distances"][-1])
+        calibration_key = "validation_profile_distances"
+    if calibration_key:
+        profile_beyond = ~(distance <= calibration[calibration_key][-1])
     reference = None if calibration is None else calibration.get("validation_residuals")
     if reference:
         reference = np.asarray(reference, dtype=np.float64)

@@ -203,29 +203,22 @@ def test_cbioportal_entrez_column_is_not_a_sample(tmp_path):
 
 
 # --------------------------------------------------------------------------- gene identifiers
-def test_tcga_symbol_pipe_entrez_ids_are_matched_by_their_symbol(tmp_path):
-    bulk = _counts()
-    model = _model(tmp_path / "m.pt")
-    plain = tmp_path / "plain.tsv"
-    bulk.to_csv(plain, sep="\t")
-    tcga = bulk.copy()
-    tcga.index = [f"{g}|{7000 + i}" for i, g in enumerate(bulk.index)]
-    extra = pd.DataFrame(9, index=["?|100130426", "?|100133144"], columns=bulk.columns)  # genes without a symbol
-    path = tmp_path / "rsem.genes.normalized_results.tsv"
-    pd.concat([extra, tcga]).to_csv(path, sep="\t", index_label="gene_id")
-    np.testing.assert_array_equal(deconvolve_file(model, path, tmp_path / "a.csv", min_overlap=150),
-                                  deconvolve_file(model, plain, tmp_path / "b.csv", min_overlap=150))
-
-
-def test_ensembl_pipe_symbol_ids_use_the_part_the_model_knows(tmp_path):
+@pytest.mark.parametrize("name, composite_id, extra_ids", [
+    # TCGA RSEM: SYMBOL|Entrez, plus genes without a symbol
+    ("rsem.genes.normalized_results.tsv", lambda i, g: f"{g}|{7000 + i}", ["?|100130426", "?|100133144"]),
+    # gene_id|gene_name: the part the model knows is the second
+    ("ids.tsv", lambda i, g: f"ENSG{i:011d}.3|{g}", []),
+], ids=["tcga-symbol-pipe-entrez", "ensembl-pipe-symbol"])
+def test_composite_ids_are_matched_by_the_part_the_model_knows(tmp_path, name, composite_id, extra_ids):
     bulk = _counts()
     model = _model(tmp_path / "m.pt")
     plain = tmp_path / "plain.tsv"
     bulk.to_csv(plain, sep="\t")
     composite = bulk.copy()
-    composite.index = [f"ENSG{i:011d}.3|{g}" for i, g in enumerate(bulk.index)]  # gene_id|gene_name
-    path = tmp_path / "ids.tsv"
-    composite.to_csv(path, sep="\t")
+    composite.index = [composite_id(i, g) for i, g in enumerate(bulk.index)]
+    extra = pd.DataFrame(9, index=extra_ids, columns=bulk.columns)
+    path = tmp_path / name
+    pd.concat([extra, composite]).to_csv(path, sep="\t", index_label="gene_id")
     np.testing.assert_array_equal(deconvolve_file(model, path, tmp_path / "a.csv", min_overlap=150),
                                   deconvolve_file(model, plain, tmp_path / "b.csv", min_overlap=150))
 

