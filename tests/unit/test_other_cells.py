@@ -258,3 +258,35 @@ def test_foreign_type_mixtures_hold_the_mrna_share_of_the_cell_fraction():
     truth = pd.DataFrame({"Monocytes": [0.5, 0.0], "CD4Tcells": [0.5, 0.5], "Unknown": [0.0, 0.5]}, index=["s1", "s2"])
     np.testing.assert_allclose(flow_mrna_per_cell(truth, ["s1", "s2"]), [(1.4196 + 0.3952) / 2, (0.3952 + 0.4) / 2])
     np.testing.assert_allclose(flow_mrna_per_cell(None, ["s1"]), [0.4])
+
+
+def test_absorbable_share_is_what_the_other_types_can_hide_under_the_held_out_profile():
+    """U = 0.6·A + 0.4·(genes only U has): A can explain 0.6 of U's mRNA under its profile, B (a
+    gene U lacks) none; a tolerance lets more hide, and a type with a gene nobody else has
+    absorbs nothing of the others."""
+    from deconflow.benchmarks.other_cells import absorbable_share
+
+    a = np.array([400.0, 300.0, 300.0, 0.0, 0.0, 0.0])
+    b = np.array([0.0, 200.0, 300.0, 0.0, 500.0, 0.0])
+    private = np.array([0.0, 0.0, 0.0, 1000.0, 0.0, 0.0])
+    u = 0.6 * a / a.sum() + 0.4 * private / private.sum()
+    signature = pd.DataFrame({"A": a, "B": b, "U": u * 1e6}, index=[f"g{i}" for i in range(6)])
+    assert absorbable_share(signature, "U") == pytest.approx(0.6)
+    assert absorbable_share(signature, "U", relative_tolerance=0.5) == pytest.approx(0.9)
+    assert absorbable_share(signature, "A") == pytest.approx(0.0, abs=1e-12)
+
+
+def test_pool_noise_is_zero_for_exact_mixtures_and_the_relative_sd_otherwise():
+    from deconflow.benchmarks.other_cells import pool_noise
+
+    rng = np.random.default_rng(0)
+    profiles = rng.gamma(1.0, 50.0, size=(400, 3))
+    signature = pd.DataFrame(profiles / profiles.sum(axis=0) * 1e6, columns=TYPES)
+    fractions = rng.dirichlet(np.ones(3), size=50)
+    mrna = fractions * SIZES / (fractions * SIZES).sum(axis=1, keepdims=True)
+    exact = mrna @ signature.to_numpy().T
+    table = pool_noise(signature, SIZES, {"T": (exact, fractions)}, bins=4)
+    np.testing.assert_allclose(table["relative_sd"], 0.0, atol=1e-9)
+    noisy = exact * rng.normal(1.0, 0.1, size=exact.shape)
+    table = pool_noise(signature, SIZES, {"T": (noisy, fractions)}, bins=4)
+    assert table["relative_sd"].between(0.08, 0.12).all(), table

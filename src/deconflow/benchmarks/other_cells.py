@@ -12,7 +12,9 @@ estimate where the truth is below 0.1); test-pool cells give the reported figure
   below 0.05), and the curve true vs estimated (mean estimate per bin of the true fraction,
   ``--bins``);
 - the same without noise (:func:`noise_free_table`): mixtures of the signature's own columns,
-  so that what relatives absorb is told apart from pool and protocol noise;
+  so that what relatives absorb is told apart from pool and protocol noise; beside it each
+  held-out type's absorbable share (:func:`absorbable_share`, what the other types can hide
+  under its profile) and the validation mixtures' noise per expression level (:func:`pool_noise`);
 - the 90 % interval's coverage on the test mixtures (calibrated on validation mixtures as the
   pipeline calibrates it);
 - the known types' fractions renormalised over the known types: CCC of the linear fit (nnls)
@@ -201,6 +203,60 @@ def noise_free_table(signature: pd.DataFrame, sizes: np.ndarray, settings: dict,
     return pd.DataFrame(rows)
 
 
+def absorbable_share(signature: pd.DataFrame, held_out: str, relative_tolerance: float = 0.0,
+                     cpm_tolerance: float = 0.0) -> float:
+    """The largest share of ``held_out``'s mRNA that the other types can explain without exceeding
+    its profile on any gene: max Σ_k q_k subject to Σ_k q_k·S_k ≤ (1 + τ)·S_u + δ, q ≥ 0 (S: the
+    signature's columns scaled to 10⁶ CPM; τ = ``relative_tolerance``, δ = ``cpm_tolerance`` in
+    CPM), solved as a linear programme (``scipy.optimize.linprog``, HiGHS).
+
+    It measures identifiability, not a method: a fit that lets the other cells only *add* mRNA
+    (an envelope) can hide at most this share of the missing type in the known types on
+    noise-free mixtures; with τ, δ at the level of the mixtures' noise it is what noise lets them
+    hide. Returns a number in [0, 1] (0 when every other type expresses some gene the held-out
+    type lacks)."""
+    from scipy.optimize import linprog
+
+    profiles = signature.to_numpy(dtype=np.float64)
+    profiles = profiles / profiles.sum(axis=0, keepdims=True) * 1e6
+    index = [str(t) for t in signature.columns].index(str(held_out))
+    rest = np.delete(profiles, index, axis=1)
+    bound = profiles[:, index] * (1.0 + float(relative_tolerance)) + float(cpm_tolerance)
+    result = linprog(-np.ones(rest.shape[1]), A_ub=rest, b_ub=bound, bounds=(0, None), method="highs")
+    if not result.success:
+        raise RuntimeError(f"absorbable share of {held_out!r}: linprog failed ({result.message})")
+    return float(min(max(-result.fun, 0.0), 1.0)) + 0.0  # no -0.0
+
+
+def pool_noise(signature: pd.DataFrame, sizes: np.ndarray, sets: dict, bins: int = 8) -> pd.DataFrame:
+    """How far pseudobulk mixtures lie from the signature's prediction: per bin of the expected
+    CPM (quantile bins over genes x mixtures with ≥ 1 CPM), the relative standard deviation
+    sqrt(mean (x − μ)²) / mean μ, μ = the signature (every type) times the mixtures' true mRNA
+    shares (cell fractions × ``sizes``). ``sets``: {type: (CPM features, cell fractions)} as
+    :func:`held_out_sets` returns them. The noise an envelope must tolerate."""
+    profiles = signature.to_numpy(dtype=np.float64)
+    profiles = profiles / profiles.sum(axis=0, keepdims=True) * 1e6
+    expected, observed = [], []
+    for features, fractions in sets.values():
+        mrna = fractions * np.asarray(sizes, dtype=np.float64)
+        mrna /= mrna.sum(axis=1, keepdims=True)
+        features = np.nan_to_num(np.asarray(features, dtype=np.float64))
+        expected.append((mrna @ profiles.T).ravel())
+        observed.append((features / features.sum(axis=1, keepdims=True) * 1e6).ravel())
+    expected, observed = np.concatenate(expected), np.concatenate(observed)
+    keep = expected >= 1.0
+    expected, observed = expected[keep], observed[keep]
+    edges = np.quantile(expected, np.linspace(0.0, 1.0, bins + 1))
+    which = np.clip(np.searchsorted(edges, expected, side="right") - 1, 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        pick = which == b
+        mean = float(expected[pick].mean())
+        rows.append({"expected_cpm_from": float(edges[b]), "expected_cpm_to": float(edges[b + 1]), "mean_expected_cpm": mean,
+                     "relative_sd": float(np.sqrt(np.mean((observed[pick] - expected[pick]) ** 2)) / mean)})
+    return pd.DataFrame(rows)
+
+
 def foreign_type_table(calibration: dict, cohorts: dict, profiles: dict, aligner, level: float,
                        fractions=FOREIGN_FRACTIONS) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(curve: mean other_cells per foreign type and true cell fraction; summary per foreign type:
@@ -359,6 +415,14 @@ def main(argv=None) -> int:
           f"{free['mae_cells'].mean():.3f}, mRNA share MAE {free['mae_mrna_share'].mean():.3f}, with the true mRNA per cell "
           f"{free['mae_cells_true_mrna_per_cell'].mean():.3f}")
     print_table(free)
+    tolerances = [(0.0, 0.0), (0.0, 2.0), (0.3, 5.0), (0.5, 10.0)]
+    absorbed = pd.DataFrame([{"held_out": t, **{f"tau={tau:g}, delta={delta:g} CPM": absorbable_share(signature, t, tau, delta)
+                                                 for tau, delta in tolerances}} for t in types])
+    print("\nidentifiability: the largest share of each held-out type's mRNA the other types can explain under its "
+          "profile (+ τ times its CPM + δ CPM), noise-free (absorbable_share)")
+    print_table(absorbed)
+    print("\npool noise of the validation held-out-type mixtures against the signature's prediction (pool_noise)")
+    print_table(pool_noise(signature, sizes, val_sets))
     centres = [f"{(a + b) / 2:.2f}" for a, b in zip(edges[:-1], edges[1:])]
     print("\ncurve: mean estimated other_cells per bin of the true fraction (bin centres as columns)")
     print_table(pd.DataFrame(curve, index=centres).T.reset_index(names="held_out"))
