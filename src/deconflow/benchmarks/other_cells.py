@@ -206,15 +206,19 @@ def noise_free_table(signature: pd.DataFrame, sizes: np.ndarray, settings: dict,
 def absorbable_share(signature: pd.DataFrame, held_out: str, relative_tolerance: float = 0.0,
                      cpm_tolerance: float = 0.0) -> float:
     """The largest share of ``held_out``'s mRNA that the other types can explain without exceeding
-    its profile on any gene: max Σ_k q_k subject to Σ_k q_k·S_k ≤ (1 + τ)·S_u + δ, q ≥ 0 (S: the
-    signature's columns scaled to 10⁶ CPM; τ = ``relative_tolerance``, δ = ``cpm_tolerance`` in
-    CPM), solved as a linear programme (``scipy.optimize.linprog``, HiGHS).
+    its profile on any gene: max Σ_k q_k subject to Σ_k q_k·S_k ≤ (1 + τ)·S_u + δ, q ≥ 0, solved as
+    a linear programme (``scipy.optimize.linprog``, HiGHS).
+
+    ``signature``: genes x types, linear expression (each column is rescaled to 10⁶, i.e. CPM over
+    the signature's genes); ``held_out``: one of its column names (S_u); τ =
+    ``relative_tolerance``, a fraction (0.3 = 30 % of the held-out type's CPM on each gene); δ =
+    ``cpm_tolerance`` in CPM. Returns a share of the held-out type's mRNA in [0, 1] (clipped).
 
     It measures identifiability, not a method: a fit that lets the other cells only *add* mRNA
     (an envelope) can hide at most this share of the missing type in the known types on
-    noise-free mixtures; with τ, δ at the level of the mixtures' noise it is what noise lets them
-    hide. Returns a number in [0, 1] (0 when every other type expresses some gene the held-out
-    type lacks)."""
+    noise-free mixtures; 0 means that for every other type some gene is expressed by it and not
+    by the held-out type. With τ, δ at the level of the mixtures' noise (:func:`pool_noise`) it is
+    what that noise lets them hide. Raises ``ValueError`` for an unknown ``held_out``."""
     from scipy.optimize import linprog
 
     profiles = signature.to_numpy(dtype=np.float64)
@@ -229,11 +233,18 @@ def absorbable_share(signature: pd.DataFrame, held_out: str, relative_tolerance:
 
 
 def pool_noise(signature: pd.DataFrame, sizes: np.ndarray, sets: dict, bins: int = 8) -> pd.DataFrame:
-    """How far pseudobulk mixtures lie from the signature's prediction: per bin of the expected
-    CPM (quantile bins over genes x mixtures with ≥ 1 CPM), the relative standard deviation
-    sqrt(mean (x − μ)²) / mean μ, μ = the signature (every type) times the mixtures' true mRNA
-    shares (cell fractions × ``sizes``). ``sets``: {type: (CPM features, cell fractions)} as
-    :func:`held_out_sets` returns them. The noise an envelope must tolerate."""
+    """How far pseudobulk mixtures lie from the signature's prediction.
+
+    ``signature``: genes x types, linear (columns rescaled to CPM); ``sizes``: mRNA per cell of each
+    type, in the signature's column order; ``sets``: {name: (features, fractions)} as
+    :func:`held_out_sets` returns them, features mixtures x the signature's genes (linear, any
+    scale: rescaled to CPM), fractions mixtures x types (cell fractions). The prediction of a
+    mixture is μ = the signature times its true mRNA shares (cell fractions × ``sizes``,
+    normalised). Gene x mixture pairs with μ ≥ 1 CPM are put into ``bins`` quantile bins of μ;
+    per bin the table gives ``expected_cpm_from`` / ``expected_cpm_to`` (bin edges, CPM),
+    ``mean_expected_cpm`` and ``relative_sd`` = sqrt(mean (x − μ)²) / mean μ, a ratio (1.1 = 110 %)
+    that includes systematic differences between the mixtures' cells and the signature's. It is
+    the noise an envelope fit must tolerate (docs/other-cells.md)."""
     profiles = signature.to_numpy(dtype=np.float64)
     profiles = profiles / profiles.sum(axis=0, keepdims=True) * 1e6
     expected, observed = [], []
