@@ -55,6 +55,7 @@ from ..deconvolve import align_bulk
 from ..evaluation import lins_ccc
 from ..io import open_reference, read_bulk, read_signature
 from ..models import nnls
+from ..normalize import cpm
 from ..other_cells import (OTHER_CELLS_DEFAULTS, OtherCellsFit, calibrate, held_out_mixtures, held_out_signature,
                            other_cells_table, to_other_cells)
 from ..pseudobulk import MixtureSettings
@@ -172,6 +173,13 @@ def foreign_mixtures(bulk: pd.DataFrame, profile: pd.Series, fraction: float, bu
     return pd.DataFrame(mixed, index=bulk.index, columns=bulk.columns)
 
 
+def mrna_shares_of(cell_fractions: np.ndarray, sizes) -> np.ndarray:
+    """Cell fractions (mixtures x types) -> mRNA shares: each type's fraction times its mRNA per
+    cell (``sizes``, the types' order), rows normalised to sum to 1."""
+    mrna = np.asarray(cell_fractions, dtype=np.float64) * np.asarray(sizes, dtype=np.float64)
+    return mrna / mrna.sum(axis=1, keepdims=True)
+
+
 def noise_free_table(signature: pd.DataFrame, sizes: np.ndarray, settings: dict, linear_fit: dict, n: int = 100,
                      max_unknown: float = 0.7, seed: int = 0) -> pd.DataFrame:
     """What the method can do without any noise: per held-out type, mixtures of the signature's
@@ -192,8 +200,7 @@ def noise_free_table(signature: pd.DataFrame, sizes: np.ndarray, settings: dict,
         cells = np.zeros((n, len(types)))
         cells[:, others] = rng.dirichlet(np.ones(len(others)), n) * (1.0 - unknown)[:, None]
         cells[:, index] = unknown
-        mrna = cells * sizes
-        mrna /= mrna.sum(axis=1, keepdims=True)
+        mrna = mrna_shares_of(cells, sizes)
         known, other = fit.mrna_shares(mrna @ profiles.T)
         estimate = to_other_cells(known, other, fit.library_size, fit.unknown_library_size)  # = fit.estimate
         true_size = to_other_cells(known, other, fit.library_size, sizes[index])
@@ -221,8 +228,7 @@ def absorbable_share(signature: pd.DataFrame, held_out: str, relative_tolerance:
     what that noise lets them hide. Raises ``ValueError`` for an unknown ``held_out``."""
     from scipy.optimize import linprog
 
-    profiles = signature.to_numpy(dtype=np.float64)
-    profiles = profiles / profiles.sum(axis=0, keepdims=True) * 1e6
+    profiles = cpm(signature.to_numpy(dtype=np.float64), axis=0)
     index = [str(t) for t in signature.columns].index(str(held_out))
     rest = np.delete(profiles, index, axis=1)
     bound = profiles[:, index] * (1.0 + float(relative_tolerance)) + float(cpm_tolerance)
@@ -245,15 +251,11 @@ def pool_noise(signature: pd.DataFrame, sizes: np.ndarray, sets: dict, bins: int
     ``mean_expected_cpm`` and ``relative_sd`` = sqrt(mean (x − μ)²) / mean μ, a ratio (1.1 = 110 %)
     that includes systematic differences between the mixtures' cells and the signature's. It is
     the noise an envelope fit must tolerate (docs/other-cells.md)."""
-    profiles = signature.to_numpy(dtype=np.float64)
-    profiles = profiles / profiles.sum(axis=0, keepdims=True) * 1e6
+    profiles = cpm(signature.to_numpy(dtype=np.float64), axis=0)
     expected, observed = [], []
     for features, fractions in sets.values():
-        mrna = fractions * np.asarray(sizes, dtype=np.float64)
-        mrna /= mrna.sum(axis=1, keepdims=True)
-        features = np.nan_to_num(np.asarray(features, dtype=np.float64))
-        expected.append((mrna @ profiles.T).ravel())
-        observed.append((features / features.sum(axis=1, keepdims=True) * 1e6).ravel())
+        expected.append((mrna_shares_of(fractions, sizes) @ profiles.T).ravel())
+        observed.append(cpm(np.nan_to_num(np.asarray(features, dtype=np.float64))).ravel())
     expected, observed = np.concatenate(expected), np.concatenate(observed)
     keep = expected >= 1.0
     expected, observed = expected[keep], observed[keep]
